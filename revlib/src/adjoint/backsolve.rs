@@ -1,0 +1,96 @@
+//! The continuous adjoint ("backsolve", optimise-then-discretise).
+//!
+//! Solves the augmented system backwards from $t_1$ to $t_0$ over the forward pass's step
+//! times, with the same solver:
+//! $$\dot y = f(t, y),\qquad \dot a = -\Big(\frac{\partial f}{\partial y}\Big)^{\!\top} a,\qquad
+//! \dot g = -\Big(\frac{\partial f}{\partial \theta}\Big)^{\!\top} a,$$
+//! starting from $(y(t_1), \partial L/\partial y(t_1), 0)$ and adding each output's cotangent to
+//! $a$ when its time is reached. Memory is one state; the gradient is that of the continuous
+//! problem, so it differs from the exact gradient of the discrete solve by the discretisation
+//! error of both solves, and $y$ itself is reconstructed only approximately.
+
+use super::{Backward, Parts, Store};
+use crate::error::Result;
+use crate::field::{axpy, Term};
+use crate::integrate::{forward, SolveOptions};
+use crate::loss::Loss;
+use crate::solver::Solver;
+
+/// The augmented term on $[y, a, g]$.
+struct Augmented<'a> {
+    inner: &'a dyn Term,
+    n: usize,
+}
+
+impl Term for Augmented<'_> {
+    fn vf_len(&self, state_len: usize) -> usize {
+        state_len
+    }
+    fn n_params(&self) -> usize {
+        0
+    }
+    fn vf(&self, t: f64, s: &[f64], out: &mut [f64]) -> Result<()> {
+        let n = self.n;
+        let (y, rest) = s.split_at(n);
+        let a = &rest[..n];
+        let (fy, rest) = out.split_at_mut(n);
+        let (fa, fg) = rest.split_at_mut(n);
+        fg.fill(0.0);
+        // One fused call: f(y), aᵀ∂f/∂y, aᵀ∂f/∂θ; then negate the adjoint parts.
+        self.inner.vf(t, y, fy)?;
+        self.inner.vf_vjp(t, y, a, fa, fg)?;
+        fa.iter_mut().chain(fg.iter_mut()).for_each(|v| *v = -*v);
+        Ok(())
+    }
+    fn vf_vjp(&self, _t: f64, _y: &[f64], _a: &[f64], _a_y: &mut [f64], _a_theta: &mut [f64]) -> Result<()> {
+        Err(crate::Error::Unsupported("differentiating the continuous adjoint's own solve".into()))
+    }
+    fn prod_add(&self, scale: f64, vf: &[f64], t0: f64, t1: f64, out: &mut [f64]) {
+        axpy(scale * (t1 - t0), vf, out);
+    }
+    fn prod_transpose_add(&self, scale: f64, a: &[f64], t0: f64, t1: f64, out_vf: &mut [f64]) {
+        axpy(scale * (t1 - t0), a, out_vf);
+    }
+}
+
+pub(crate) fn gradient(term: &dyn Term, solver: &dyn Solver, y0: &[f64], opts: &SolveOptions, loss: &dyn Loss, store: &mut Store) -> Result<Parts> {
+    let n = y0.len();
+    let p = term.n_params();
+    let fwd = forward(term, solver, y0, opts, |_, _| Ok(()))?;
+    store.hold(1);
+    // Reuse the exact sweep's bookkeeping only for the loss cotangents.
+    let (bw, value) = Backward::new(term, solver, n, &fwd, loss)?;
+    // Backward::new has already absorbed the cotangent at t1 into its carry cotangent.
+    let a1 = bw.bar[..n].to_vec();
+    let mut pending = bw.into_pending();
+    let aug = Augmented { inner: term, n };
+    let len = 2 * n + p;
+    let mut s = vec![0.0; len];
+    s[..n].copy_from_slice(&fwd.final_carry[..n]);
+    s[n..2 * n].copy_from_slice(&a1);
+    let steps = fwd.times.len() - 1;
+    let clen = solver.carry_len(&aug, len);
+    let (mut carry, mut next) = (vec![0.0; clen], vec![0.0; clen]);
+    solver.init(&aug, fwd.times[steps], &s, &mut carry)?;
+    for i in (0..steps).rev() {
+        let (ta, tb) = (fwd.times[i + 1], fwd.times[i]);
+        solver.step(&aug, len, ta, tb, &carry, &mut next, None)?;
+        std::mem::swap(&mut carry, &mut next);
+        if pending.last().is_some_and(|q| q.0 == i) {
+            s.copy_from_slice(&carry[..len]);
+            add_pending(&mut pending, i, &mut s[n..2 * n]);
+            solver.init(&aug, tb, &s, &mut carry)?;
+        }
+    }
+    let d_y0 = carry[n..2 * n].to_vec();
+    let d_theta = carry[2 * n..len].to_vec();
+    Ok((fwd, d_y0, d_theta, value))
+}
+
+fn add_pending(pending: &mut Vec<(usize, Vec<f64>)>, node: usize, a: &mut [f64]) {
+    while pending.last().is_some_and(|q| q.0 == node) {
+        if let Some((_, c)) = pending.pop() {
+            axpy(1.0, &c, a);
+        }
+    }
+}
