@@ -1,1 +1,137 @@
-pub fn _todo() {}
+//! The gradient benchmark of the core issue, and provenance for every results file.
+//!
+//! Problem: $y' = \mathrm{MLP}(y)$ with $D = 2$, two tanh hidden layers of width $W = 64$,
+//! explicit midpoint on $[0, 1]$ with $N$ steps, loss $\tfrac12\|y(1)\|^2$ summed over a
+//! batch of $B$ initial states. Each case runs in a fresh process (see the `revlib bench`
+//! command) so that its peak RSS is its own.
+
+use crate::adjoint::{checkpoint::revolve_recomputations, rel_err, Adjoint};
+use crate::error::Result;
+use crate::field::{Mlp, MlpConfig};
+use crate::integrate::SolveOptions;
+use crate::loss::HalfSquaredNorm;
+use crate::solver::{ExplicitRk, Reversible, Solver};
+use rand::SeedableRng;
+use rand_distr::{Distribution, StandardNormal};
+use std::time::Instant;
+
+/// Where and with what a result was produced.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct Provenance {
+    /// Results schema version.
+    pub schema: u32,
+    /// `git rev-parse HEAD` of the working tree, or "unknown".
+    pub git_commit: String,
+    /// revlib's crate version.
+    pub revlib_version: String,
+    /// CPU model from `/proc/cpuinfo`.
+    pub cpu: String,
+    /// Threads used by the computation (revlib's CPU kernels are single-threaded).
+    pub threads: usize,
+    /// Random seed.
+    pub seed: u64,
+    /// quick / default / full.
+    pub mode: String,
+}
+
+impl Provenance {
+    /// Collect provenance for the current process.
+    pub fn collect(seed: u64, mode: &str) -> Self {
+        let git_commit = std::process::Command::new("git")
+            .args(["rev-parse", "HEAD"])
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_else(|| "unknown".into());
+        let cpu = std::fs::read_to_string("/proc/cpuinfo")
+            .ok()
+            .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+            .unwrap_or_else(|| "unknown".into());
+        Self { schema: 1, git_commit, revlib_version: env!("CARGO_PKG_VERSION").into(), cpu, threads: 1, seed, mode: mode.into() }
+    }
+}
+
+/// Peak resident set size of this process in bytes (`VmHWM`), if the OS reports it.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// One benchmark case.
+#[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
+pub struct Case {
+    /// Gradient strategy.
+    pub adjoint: Adjoint,
+    /// Batch size B.
+    pub batch: usize,
+    /// Number of steps N.
+    pub steps: usize,
+}
+
+/// The benchmark field, initial states and solver for a case.
+pub fn problem(case: &Case, seed: u64) -> Result<(Mlp, Vec<f64>, Box<dyn Solver>)> {
+    let field = Mlp::new(MlpConfig { dim: 2, width: 64, depth: 2, time_input: false }, seed)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed + 1);
+    let y0: Vec<f64> = (0..2 * case.batch).map(|_| StandardNormal.sample(&mut rng)).collect();
+    let solver: Box<dyn Solver> = match case.adjoint {
+        Adjoint::Reversible => Box::new(Reversible::new(ExplicitRk::midpoint(), Reversible::DEFAULT_COUPLING)?),
+        _ => Box::new(ExplicitRk::midpoint()),
+    };
+    Ok((field, y0, solver))
+}
+
+/// A rough prediction of a case's seconds per gradient from the measured full-storage time of
+/// the same (B, N): the gradient costs about four forward steps per step, plus one per
+/// recomputed step.
+pub fn predict_seconds(case: &Case, full_storage_sec: f64) -> f64 {
+    let per_step = full_storage_sec / (4.0 * case.steps as f64);
+    match case.adjoint {
+        Adjoint::Checkpoint(c) | Adjoint::CheckpointOnline(c) => full_storage_sec + per_step * revolve_recomputations(case.steps, c) as f64,
+        _ => full_storage_sec,
+    }
+}
+
+/// Run one case in this process and return its JSON line (without provenance).
+pub fn run_case(case: &Case, seed: u64, min_seconds: f64) -> Result<serde_json::Value> {
+    let (field, y0, solver) = problem(case, seed)?;
+    let opts = SolveOptions::fixed(0.0, 1.0, case.steps);
+    let t = Instant::now();
+    let g = case.adjoint.gradient(&field, solver.as_ref(), &y0, &opts, &HalfSquaredNorm)?;
+    let first = t.elapsed().as_secs_f64();
+    let reps = ((min_seconds / first.max(1e-9)).ceil() as usize).clamp(1, 20);
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps {
+        let t = Instant::now();
+        case.adjoint.gradient(&field, solver.as_ref(), &y0, &opts, &HalfSquaredNorm)?;
+        times.push(t.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    let rss = peak_rss_bytes();
+    // Reference: full storage through the same discretisation (for `reversible`, through the
+    // reversible scheme itself).
+    let reference = Adjoint::FullStorage.gradient(&field, solver.as_ref(), &y0, &opts, &HalfSquaredNorm)?;
+    let mut all = g.d_theta.clone();
+    all.extend_from_slice(&g.d_y0);
+    let mut all_ref = reference.d_theta.clone();
+    all_ref.extend_from_slice(&reference.d_y0);
+    Ok(serde_json::json!({
+        "adjoint": case.adjoint.key(),
+        "B": case.batch,
+        "D": 2,
+        "W": 64,
+        "N": case.steps,
+        "solver": solver.name(),
+        "sec_per_grad": times[times.len() / 2],
+        "repeats": reps,
+        "peak_stored_states": g.stats.peak_stored_states,
+        "peak_stored_bytes": g.stats.peak_stored_bytes,
+        "recomputed_steps": g.stats.recomputed_steps,
+        "field_evals": g.stats.field_evals,
+        "vjps": g.stats.vjps,
+        "peak_rss_bytes": rss,
+        "rel_grad_err": rel_err(&all, &all_ref),
+    }))
+}
