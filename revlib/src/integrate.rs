@@ -127,6 +127,10 @@ pub struct Solution {
 /// and step), and in adaptive mode [`Error::StepSizeUnderflow`], [`Error::MaxStepsExceeded`],
 /// [`Error::NoErrorEstimate`].
 pub fn solve(field: &dyn VectorField, solver: &dyn Solver, y0: &[f64], opts: &SolveOptions) -> Result<Solution> {
+    crate::field::on_pool(|| solve_here(field, solver, y0, opts))
+}
+
+fn solve_here(field: &dyn VectorField, solver: &dyn Solver, y0: &[f64], opts: &SolveOptions) -> Result<Solution> {
     batch_size(field.dim(), y0.len())?;
     let counted = Counted::new(field);
     let term = OdeTerm(&counted);
@@ -138,13 +142,54 @@ pub fn solve(field: &dyn VectorField, solver: &dyn Solver, y0: &[f64], opts: &So
         rejected_steps: fwd.rejected,
         ..Stats::default()
     };
-    Ok(Solution { ts: fwd.out_times, ys: fwd.outputs, step_times: fwd.times, stats })
+    Ok(Solution { ts: fwd.out_times, ys: fwd.outputs, step_times: fwd.times.to_vec(), stats })
+}
+
+/// The accepted step times $t_0, \dots, t_N$: computed on demand for a uniform grid (so a
+/// fixed-step solve keeps O(1) memory in $N$), stored otherwise.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum StepTimes {
+    Uniform { t0: f64, t1: f64, n: usize },
+    Stored(Vec<f64>),
+}
+
+impl StepTimes {
+    /// Number of nodes, $N + 1$.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            StepTimes::Uniform { n, .. } => n + 1,
+            StepTimes::Stored(v) => v.len(),
+        }
+    }
+    /// Node $t_k$.
+    pub(crate) fn at(&self, k: usize) -> f64 {
+        match self {
+            StepTimes::Uniform { t0, t1, n } => {
+                if k == *n {
+                    *t1
+                } else {
+                    t0 + (t1 - t0) * (k as f64 / *n as f64)
+                }
+            }
+            StepTimes::Stored(v) => v[k],
+        }
+    }
+    /// Number of times held in memory.
+    pub(crate) fn stored_len(&self) -> usize {
+        match self {
+            StepTimes::Uniform { .. } => 0,
+            StepTimes::Stored(v) => v.len(),
+        }
+    }
+    pub(crate) fn to_vec(&self) -> Vec<f64> {
+        (0..self.len()).map(|k| self.at(k)).collect()
+    }
 }
 
 /// Result of the shared forward driver.
 pub(crate) struct Forward {
     /// Accepted nodes $t_0..t_N$.
-    pub times: Vec<f64>,
+    pub times: StepTimes,
     pub out_times: Vec<f64>,
     pub outputs: Vec<Vec<f64>>,
     /// Node index of each output.
@@ -173,17 +218,14 @@ fn check_increasing(ts: &[f64], what: &'static str) -> Result<()> {
 }
 
 /// The step grid of a fixed-step solve (`None` for adaptive stepping).
-pub(crate) fn fixed_grid(opts: &SolveOptions) -> Result<Option<Vec<f64>>> {
+pub(crate) fn fixed_grid(opts: &SolveOptions) -> Result<Option<StepTimes>> {
     check_interval(opts)?;
     match &opts.stepping {
         Stepping::Fixed { n } => {
             if *n == 0 {
                 return Err(Error::InvalidTimeGrid { reason: "need at least one step (n = 0)", index: 0, t: opts.t0 });
             }
-            let h = opts.t1 - opts.t0;
-            let mut g: Vec<f64> = (0..=*n).map(|k| opts.t0 + h * (k as f64 / *n as f64)).collect();
-            g[*n] = opts.t1;
-            Ok(Some(g))
+            Ok(Some(StepTimes::Uniform { t0: opts.t0, t1: opts.t1, n: *n }))
         }
         Stepping::Grid(g) => {
             check_increasing(g, "empty step grid")?;
@@ -193,7 +235,7 @@ pub(crate) fn fixed_grid(opts: &SolveOptions) -> Result<Option<Vec<f64>>> {
             if g[0] != opts.t0 || g[g.len() - 1] != opts.t1 {
                 return Err(Error::InvalidTimeGrid { reason: "step grid must start at t0 and end at t1", index: 0, t: g[0] });
             }
-            Ok(Some(g.clone()))
+            Ok(Some(StepTimes::Stored(g.clone())))
         }
         Stepping::Adaptive(_) => Ok(None),
     }
@@ -240,7 +282,7 @@ pub(crate) fn forward(
     solver.init(term, opts.t0, y0, &mut carry)?;
     check_finite(&carry, opts.t0, 0)?;
     let want = output_times(opts)?;
-    let mut out = Forward { times: vec![opts.t0], out_times: vec![], outputs: vec![], out_nodes: vec![], final_carry: vec![], rejected: 0 };
+    let mut out = Forward { times: StepTimes::Stored(vec![opts.t0]), out_times: vec![], outputs: vec![], out_nodes: vec![], final_carry: vec![], rejected: 0 };
     let mut save = |out: &mut Forward, node: usize, t: f64, carry: &[f64]| {
         out.out_times.push(t);
         out.outputs.push(carry[..n].to_vec());
@@ -253,10 +295,10 @@ pub(crate) fn forward(
             let tol = 1e-9 * (opts.t1 - opts.t0) / (grid.len() - 1) as f64;
             let mut j = 0;
             for (i, &t) in ts.iter().enumerate() {
-                while j < grid.len() && grid[j] < t - tol {
+                while j < grid.len() && grid.at(j) < t - tol {
                     j += 1;
                 }
-                if j == grid.len() || (grid[j] - t).abs() > tol {
+                if j == grid.len() || (grid.at(j) - t).abs() > tol {
                     return Err(Error::InvalidTimeGrid { reason: "output time is not a node of the fixed step grid", index: i, t });
                 }
                 node_of.push(j);
@@ -266,25 +308,25 @@ pub(crate) fn forward(
         let mut take = |out: &mut Forward, node: usize, carry: &[f64]| match &want {
             None => {
                 if node > 0 {
-                    save(out, node, grid[node], carry);
+                    save(out, node, grid.at(node), carry);
                 }
             }
             Some(_) => {
                 while k < node_of.len() && node_of[k] == node {
-                    save(out, node, grid[node], carry);
+                    save(out, node, grid.at(node), carry);
                     k += 1;
                 }
             }
         };
         take(&mut out, 0, &carry);
         for i in 0..grid.len() - 1 {
-            solver.step(term, n, grid[i], grid[i + 1], &carry, &mut next, None)?;
-            check_finite(&next, grid[i + 1], i + 1)?;
+            solver.step(term, n, grid.at(i), grid.at(i + 1), &carry, &mut next, None)?;
+            check_finite(&next, grid.at(i + 1), i + 1)?;
             hook(i, &carry)?;
             std::mem::swap(&mut carry, &mut next);
-            out.times.push(grid[i + 1]);
             take(&mut out, i + 1, &carry);
         }
+        out.times = grid;
     } else {
         let Stepping::Adaptive(ad) = &opts.stepping else { unreachable!("fixed_grid returned None") };
         adaptive_loop(term, solver, n, opts, ad, want, &mut carry, &mut next, &mut out, &mut save, &mut hook)?;
@@ -368,7 +410,9 @@ fn adaptive_loop(
             hook(out.times.len() - 1, carry)?;
             std::mem::swap(carry, next);
             t = tn;
-            out.times.push(t);
+            if let StepTimes::Stored(v) = &mut out.times {
+                v.push(t);
+            }
             let node = out.times.len() - 1;
             if want.is_none() {
                 save(out, node, t, carry);

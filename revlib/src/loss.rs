@@ -4,12 +4,12 @@
 use crate::error::{check_len, Error, Result};
 
 /// A scalar loss $L(y(t_1), \dots, y(t_m))$ of the saved outputs.
-pub trait Loss {
+pub trait Loss: Sync {
     /// Value and $\partial L/\partial y(t_k)$ for every output $k$ (same shapes as `ys`).
     fn value_and_grad(&self, ts: &[f64], ys: &[Vec<f64>]) -> Result<(f64, Vec<Vec<f64>>)>;
 }
 
-impl<F: Fn(&[f64], &[Vec<f64>]) -> (f64, Vec<Vec<f64>>)> Loss for F {
+impl<F: Fn(&[f64], &[Vec<f64>]) -> (f64, Vec<Vec<f64>>) + Sync> Loss for F {
     fn value_and_grad(&self, ts: &[f64], ys: &[Vec<f64>]) -> Result<(f64, Vec<Vec<f64>>)> {
         let (v, g) = self(ts, ys);
         check_len("loss cotangents (one per output)", ys.len(), g.len())?;

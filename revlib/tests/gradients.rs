@@ -125,12 +125,18 @@ fn cost_counters_match_the_algorithms() {
     assert_eq!(rev.stats.field_evals, 4 * n + 4 * n);
     assert_eq!(rev.stats.vjps, 4 * n);
     assert_eq!(rev.stats.peak_stored_states, 1);
-    assert_eq!(rev.stats.peak_stored_bytes, 8 * (2 * 2 + n + 1));
+    // One carry (y, z) of two states; a uniform grid stores no step times.
+    assert_eq!(rev.stats.peak_stored_bytes, 8 * 2 * 2);
     let rk = Adjoint::FullStorage.gradient(&field, &ExplicitRk::rk4(), &y0, &opts, &HalfSquaredNorm).unwrap();
     assert_eq!((rk.stats.field_evals, rk.stats.vjps), (8 * n, 4 * n));
     // Memory of the reversible adjoint does not grow with N.
     let long = Adjoint::Reversible.gradient(&field, &solver, &y0, &SolveOptions::fixed(0.0, 1.0, 10 * n), &HalfSquaredNorm).unwrap();
-    assert_eq!(long.stats.peak_stored_states, 1);
+    assert_eq!((long.stats.peak_stored_states, long.stats.peak_stored_bytes), (1, 8 * 2 * 2));
+    // With adaptive steps the accepted times are kept (N + 1 scalars), but still one carry.
+    let sol = SolveOptions::adaptive(0.0, 1.0, 1e-6, 1e-6);
+    let ad = Adjoint::Reversible.gradient(&field, &Reversible::new(ExplicitRk::bosh3(), 0.999).unwrap(), &y0, &sol, &HalfSquaredNorm).unwrap();
+    assert_eq!(ad.stats.peak_stored_states, 1);
+    assert_eq!(ad.stats.peak_stored_bytes, 8 * (2 * 2 + ad.stats.accepted_steps + 1));
 }
 
 #[test]
@@ -222,21 +228,28 @@ fn reversible_heun_and_leapfrog_are_unstable_forward_where_mcallum_foster_is_sta
 
 #[test]
 fn mlp_fast_path_matches_dfdx() {
-    for time_input in [false, true] {
-        let cfg = MlpConfig { dim: 3, width: 8, depth: 2, time_input };
+    // Batch 4 (plain loops), batch 100 (GEMM, split over two threads), width 40 (GEMM).
+    for (time_input, batch, width) in [(false, 4, 8), (true, 4, 8), (true, 100, 8), (false, 100, 40)] {
+        let cfg = MlpConfig { dim: 3, width, depth: 2, time_input };
         let fast = Mlp::new(cfg, 9).unwrap();
         let slow = DfdxMlp::new(cfg, 9).unwrap();
-        let y: Vec<f64> = (0..12).map(|i| (i as f64 * 0.37).sin()).collect();
-        let a: Vec<f64> = (0..12).map(|i| (i as f64 * 0.11).cos()).collect();
-        let (mut f1, mut f2) = (vec![0.0; 12], vec![0.0; 12]);
+        let len = 3 * batch;
+        let y: Vec<f64> = (0..len).map(|i| (i as f64 * 0.37).sin()).collect();
+        let a: Vec<f64> = (0..len).map(|i| (i as f64 * 0.11).cos()).collect();
+        let (mut f1, mut f2) = (vec![0.0; len], vec![0.0; len]);
         fast.eval(0.3, &y, &mut f1).unwrap();
         slow.eval(0.3, &y, &mut f2).unwrap();
         assert!(rel_err(&f1, &f2) < 1e-13);
-        let (mut ay1, mut ay2) = (vec![0.0; 12], vec![0.0; 12]);
+        let (mut ay1, mut ay2) = (vec![0.0; len], vec![0.0; len]);
         let (mut at1, mut at2) = (vec![0.0; cfg.n_params()], vec![0.0; cfg.n_params()]);
         fast.vjp(0.3, &y, &a, &mut ay1, &mut at1).unwrap();
         slow.vjp(0.3, &y, &a, &mut ay2, &mut at2).unwrap();
         assert!(rel_err(&ay1, &ay2) < 1e-13 && rel_err(&at1, &at2) < 1e-13);
+        // The saved-activation path gives the same VJP.
+        let (mut saved, mut f3, mut ay3, mut at3) = (Vec::new(), vec![0.0; len], vec![0.0; len], vec![0.0; cfg.n_params()]);
+        fast.eval_save(0.3, &y, &mut f3, &mut saved).unwrap();
+        fast.vjp_saved(&saved, &a, &mut ay3, &mut at3).unwrap();
+        assert_eq!((f3, ay3, at3), (f1.clone(), ay1.clone(), at1.clone()));
     }
 }
 

@@ -71,9 +71,9 @@ pub(crate) fn gradient(term: &dyn Term, solver: &dyn Solver, y0: &[f64], opts: &
     let steps = fwd.times.len() - 1;
     let clen = solver.carry_len(&aug, len);
     let (mut carry, mut next) = (vec![0.0; clen], vec![0.0; clen]);
-    solver.init(&aug, fwd.times[steps], &s, &mut carry)?;
+    solver.init(&aug, fwd.times.at(steps), &s, &mut carry)?;
     for i in (0..steps).rev() {
-        let (ta, tb) = (fwd.times[i + 1], fwd.times[i]);
+        let (ta, tb) = (fwd.times.at(i + 1), fwd.times.at(i));
         solver.step(&aug, len, ta, tb, &carry, &mut next, None)?;
         std::mem::swap(&mut carry, &mut next);
         if pending.last().is_some_and(|q| q.0 == i) {

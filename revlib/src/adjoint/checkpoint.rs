@@ -22,7 +22,7 @@
 use super::{Backward, Parts, Store};
 use crate::error::{Error, Result};
 use crate::field::Term;
-use crate::integrate::{fixed_grid, forward, SolveOptions};
+use crate::integrate::{fixed_grid, forward, SolveOptions, StepTimes};
 use crate::loss::Loss;
 use crate::solver::Solver;
 
@@ -201,7 +201,7 @@ struct Reverser<'a, 's> {
     term: &'a dyn Term,
     solver: &'a dyn Solver,
     n: usize,
-    times: &'a [f64],
+    times: &'a StepTimes,
     store: &'s mut Store,
 }
 
@@ -211,7 +211,7 @@ impl Reverser<'_, '_> {
         let mut x = carry.to_vec();
         let mut next = vec![0.0; x.len()];
         for i in from..to {
-            self.solver.step(self.term, self.n, self.times[i], self.times[i + 1], &x, &mut next, None)?;
+            self.solver.step(self.term, self.n, self.times.at(i), self.times.at(i + 1), &x, &mut next, None)?;
             std::mem::swap(&mut x, &mut next);
         }
         self.store.recomputed += to - from;

@@ -18,7 +18,7 @@ mod backsolve;
 
 use crate::error::{Error, Result};
 use crate::field::{batch_size, Counted, OdeTerm, Term, VectorField};
-use crate::integrate::{forward, Forward, SolveOptions, Stats};
+use crate::integrate::{forward, Forward, SolveOptions, Stats, StepTimes};
 use crate::loss::Loss;
 use crate::solver::Solver;
 
@@ -114,6 +114,10 @@ impl Adjoint {
     /// reversible adjoint with a non-reversible solver, [`Error::InvalidArgument`] for zero
     /// checkpoints, and [`Error::NonFiniteState`] if a backward reconstruction blows up.
     pub fn gradient(&self, field: &dyn VectorField, solver: &dyn Solver, y0: &[f64], opts: &SolveOptions, loss: &dyn Loss) -> Result<Gradient> {
+        crate::field::on_pool(|| self.gradient_here(field, solver, y0, opts, loss))
+    }
+
+    fn gradient_here(&self, field: &dyn VectorField, solver: &dyn Solver, y0: &[f64], opts: &SolveOptions, loss: &dyn Loss) -> Result<Gradient> {
         batch_size(field.dim(), y0.len())?;
         let counted = Counted::new(field);
         let term = OdeTerm(&counted);
@@ -134,7 +138,7 @@ impl Adjoint {
             rejected_steps: fwd.rejected,
             recomputed_steps: store.recomputed,
             peak_stored_states: store.peak,
-            peak_stored_bytes: 8 * (store.peak * carry_len + fwd.times.len()),
+            peak_stored_bytes: 8 * (store.peak * carry_len + fwd.times.stored_len()),
         };
         Ok(Gradient { loss: value, d_y0, d_theta, ts: fwd.out_times, ys: fwd.outputs, stats })
     }
@@ -166,7 +170,7 @@ pub(crate) struct Backward<'a> {
     term: &'a dyn Term,
     solver: &'a dyn Solver,
     n: usize,
-    times: Vec<f64>,
+    times: &'a StepTimes,
     /// (node, cotangent) sorted by node; consumed from the back.
     pending: Vec<(usize, Vec<f64>)>,
     pub(crate) bar: Vec<f64>,
@@ -176,7 +180,7 @@ pub(crate) struct Backward<'a> {
 
 impl<'a> Backward<'a> {
     /// Start the sweep at node N with the loss cotangents of `fwd`'s outputs.
-    pub(crate) fn new(term: &'a dyn Term, solver: &'a dyn Solver, n: usize, fwd: &Forward, loss: &dyn Loss) -> Result<(Self, f64)> {
+    pub(crate) fn new(term: &'a dyn Term, solver: &'a dyn Solver, n: usize, fwd: &'a Forward, loss: &dyn Loss) -> Result<(Self, f64)> {
         let (value, cots) = loss.value_and_grad(&fwd.out_times, &fwd.outputs)?;
         let clen = solver.carry_len(term, n);
         let mut pending: Vec<(usize, Vec<f64>)> = fwd.out_nodes.iter().copied().zip(cots).collect();
@@ -185,7 +189,7 @@ impl<'a> Backward<'a> {
             term,
             solver,
             n,
-            times: fwd.times.clone(),
+            times: &fwd.times,
             pending,
             bar: vec![0.0; clen],
             theta_bar: vec![0.0; term.n_params()],
@@ -216,7 +220,7 @@ impl<'a> Backward<'a> {
 
     /// Pull the cotangent back through step `i` (from node `i + 1` to node `i`).
     pub(crate) fn step(&mut self, i: usize, carry_i: &[f64]) -> Result<()> {
-        let (t0, t1) = (self.times[i], self.times[i + 1]);
+        let (t0, t1) = (self.times.at(i), self.times.at(i + 1));
         self.solver.step_vjp(self.term, self.n, t0, t1, carry_i, &self.bar, &mut self.scratch, &mut self.theta_bar)?;
         std::mem::swap(&mut self.bar, &mut self.scratch);
         self.absorb(i);
@@ -255,7 +259,7 @@ fn reversible(term: &dyn Term, solver: &dyn Solver, y0: &[f64], opts: &SolveOpti
     let mut carry = fwd.final_carry.clone();
     let mut prev = vec![0.0; carry.len()];
     for i in (0..fwd.times.len() - 1).rev() {
-        let (t0, t1) = (fwd.times[i], fwd.times[i + 1]);
+        let (t0, t1) = (fwd.times.at(i), fwd.times.at(i + 1));
         rev.reverse_step_vjp(term, n, t0, t1, &carry, &bw.bar, &mut prev, &mut bw.scratch, &mut bw.theta_bar)?;
         if !prev.iter().all(|v| v.is_finite()) {
             return Err(Error::NonFiniteState { t: t0, step: i, context: " during reversible reconstruction".into() });

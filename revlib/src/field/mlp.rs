@@ -90,55 +90,91 @@ impl Mlp {
         self.cfg
     }
 
-    /// Forward pass keeping every layer's input (activations), for the backward pass.
-    fn forward(&self, t: f64, y: &[f64], batch: usize, acts: &mut Vec<Vec<f64>>, out: &mut [f64]) {
+    /// Length of the saved activations for a batch.
+    fn acts_len(&self, batch: usize) -> usize {
+        batch * self.cfg.layer_sizes().iter().map(|s| s.0).sum::<usize>()
+    }
+
+    /// Forward pass writing every layer's input (the activations) into `acts`, flat:
+    /// `[x0 (batch × in0), h1 (batch × width), …]`, for the backward pass.
+    fn forward(&self, t: f64, y: &[f64], batch: usize, acts: &mut [f64], out: &mut [f64]) {
         let d = self.cfg.dim;
         let sizes = self.cfg.layer_sizes();
         let d_in = sizes[0].0;
-        let mut x0 = vec![0.0; batch * d_in];
-        for (row, ys) in x0.chunks_exact_mut(d_in).zip(y.chunks_exact(d)) {
-            let off = usize::from(self.cfg.time_input);
+        let off_t = usize::from(self.cfg.time_input);
+        for (row, ys) in acts[..batch * d_in].chunks_exact_mut(d_in).zip(y.chunks_exact(d)) {
             row[0] = t;
-            row[off..].copy_from_slice(ys);
+            row[off_t..].copy_from_slice(ys);
         }
-        acts.clear();
-        acts.push(x0);
-        let mut off = 0;
+        let mut off = 0; // parameter offset
+        let mut a_off = 0; // offset of this layer's input in `acts`
         let last = sizes.len() - 1;
         for (l, &(i, o)) in sizes.iter().enumerate() {
             let w = &self.theta[off..off + i * o];
             let b = &self.theta[off + i * o..off + (i + 1) * o];
             off += (i + 1) * o;
-            let x = &acts[l];
-            let mut z = if l == last { Vec::new() } else { vec![0.0; batch * o] };
-            let dst: &mut [f64] = if l == last { &mut *out } else { &mut z };
+            let start = a_off + batch * i;
+            let (inputs, rest) = acts.split_at_mut(start);
+            let x = &inputs[a_off..];
+            let dst: &mut [f64] = if l == last { &mut *out } else { &mut rest[..batch * o] };
             for row in dst.chunks_exact_mut(o) {
                 row.copy_from_slice(b);
             }
             // dst (batch × o) += x (batch × i) · Wᵀ
             gemm(batch, i, o, x, (i, 1), w, (1, i), 1.0, dst, (o, 1));
             if l != last {
-                tanh_inplace(&mut z);
-                acts.push(z);
+                tanh_inplace(dst);
             }
+            a_off += batch * i;
+        }
+    }
+
+    /// Forward pass over the batch, split in two halves run on two threads for large batches.
+    fn forward_par(&self, t: f64, y: &[f64], batch: usize, acts: &mut [f64], out: &mut [f64]) {
+        if batch < PAR_MIN_BATCH || rayon::current_num_threads() < 2 {
+            return self.forward(t, y, batch, acts, out);
+        }
+        let (b1, d) = (batch / 2, self.cfg.dim);
+        let (y1, y2) = y.split_at(b1 * d);
+        let (o1, o2) = out.split_at_mut(b1 * d);
+        let (a1, a2) = acts.split_at_mut(self.acts_len(b1));
+        rayon::join(|| self.forward(t, y1, b1, a1, o1), || self.forward(t, y2, batch - b1, a2, o2));
+    }
+
+    /// Backward pass, split like [`forward_par`](Mlp::forward_par); the second half's
+    /// parameter cotangent is accumulated separately and added.
+    fn backward_par(&self, batch: usize, acts: &[f64], a: &[f64], a_y: &mut [f64], a_theta: &mut [f64]) {
+        if batch < PAR_MIN_BATCH || rayon::current_num_threads() < 2 {
+            return self.backward(batch, acts, a, a_y, a_theta);
+        }
+        let (b1, d) = (batch / 2, self.cfg.dim);
+        let (c1, c2) = a.split_at(b1 * d);
+        let (ay1, ay2) = a_y.split_at_mut(b1 * d);
+        let (s1, s2) = acts.split_at(self.acts_len(b1));
+        let mut th2 = vec![0.0; a_theta.len()];
+        rayon::join(|| self.backward(b1, s1, c1, ay1, a_theta), || self.backward(batch - b1, s2, c2, ay2, &mut th2));
+        for (x, y) in a_theta.iter_mut().zip(&th2) {
+            *x += y;
         }
     }
 
     /// Backward pass from the output cotangent `a`, given the activations of [`forward`].
-    fn backward(&self, batch: usize, acts: &[Vec<f64>], a: &[f64], a_y: &mut [f64], a_theta: &mut [f64]) {
+    fn backward(&self, batch: usize, acts: &[f64], a: &[f64], a_y: &mut [f64], a_theta: &mut [f64]) {
         let sizes = self.cfg.layer_sizes();
-        // Parameter offsets of each layer.
-        let mut offs = Vec::with_capacity(sizes.len());
-        let mut off = 0;
+        // Parameter and activation offsets of each layer.
+        let (mut offs, mut a_offs) = (Vec::with_capacity(sizes.len()), Vec::with_capacity(sizes.len()));
+        let (mut off, mut a_off) = (0, 0);
         for &(i, o) in &sizes {
             offs.push(off);
+            a_offs.push(a_off);
             off += (i + 1) * o;
+            a_off += batch * i;
         }
         let mut g = a.to_vec();
         for l in (0..sizes.len()).rev() {
             let (i, o) = sizes[l];
             let (w, gb) = (offs[l], offs[l] + i * o);
-            let x = &acts[l];
+            let x = &acts[a_offs[l]..a_offs[l] + batch * i];
             // W̄ (o × i) += gᵀ (o × batch) · x (batch × i)
             gemm(o, batch, i, &g, (1, o), x, (i, 1), 1.0, &mut a_theta[w..gb], (i, 1));
             let bbar = &mut a_theta[gb..gb + o];
@@ -164,9 +200,107 @@ impl Mlp {
             g = xbar;
         }
     }
+
+    fn check_vjp_args(&self, y_len: usize, a: &[f64], a_y: &[f64], a_theta: &[f64]) -> Result<usize> {
+        let batch = batch_size(self.cfg.dim, y_len)?;
+        check_len("VJP cotangent", y_len, a.len())?;
+        check_len("VJP state cotangent output", y_len, a_y.len())?;
+        check_len("VJP parameter cotangent output", self.theta.len(), a_theta.len())?;
+        Ok(batch)
+    }
 }
 
-/// `c = alpha_c * c + a · b` with explicit (row, column) strides, via `matrixmultiply::dgemm`.
+/// Batches at least this large are split over two threads (rayon's pool; set
+/// `RAYON_NUM_THREADS=1` for a single-threaded run).
+pub const PAR_MIN_BATCH: usize = 64;
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn small_gemm_avx2(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f64],
+    sa: (usize, usize),
+    b: &[f64],
+    sb: (usize, usize),
+    beta: f64,
+    c: &mut [f64],
+    sc: (usize, usize),
+) {
+    small_gemm(m, k, n, a, sa, b, sb, beta, c, sc);
+}
+
+/// Plain-loop GEMM with contiguous inner loops where the strides allow (so they vectorise).
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+fn small_gemm(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f64],
+    (rsa, csa): (usize, usize),
+    b: &[f64],
+    (rsb, csb): (usize, usize),
+    beta: f64,
+    c: &mut [f64],
+    (rsc, csc): (usize, usize),
+) {
+    let scale = |cij: &mut f64| *cij = if beta == 0.0 { 0.0 } else { beta * *cij };
+    if csb == 1 && csc == 1 {
+        // c[i, :] += a[i, p] * b[p, :]
+        for i in 0..m {
+            let crow = &mut c[i * rsc..i * rsc + n];
+            crow.iter_mut().for_each(scale);
+            for p in 0..k {
+                let aip = a[i * rsa + p * csa];
+                for (cj, bj) in crow.iter_mut().zip(&b[p * rsb..p * rsb + n]) {
+                    *cj += aip * bj;
+                }
+            }
+        }
+    } else if csa == 1 && rsb == 1 {
+        // c[i, j] = dot(a[i, :], b[:, j]), both contiguous; four partial sums vectorise.
+        for i in 0..m {
+            let arow = &a[i * rsa..i * rsa + k];
+            for j in 0..n {
+                let bcol = &b[j * csb..j * csb + k];
+                let mut acc = [0.0; 4];
+                for (x, y) in arow.chunks_exact(4).zip(bcol.chunks_exact(4)) {
+                    for l in 0..4 {
+                        acc[l] += x[l] * y[l];
+                    }
+                }
+                let tail = k - k % 4;
+                let mut sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+                for p in tail..k {
+                    sum += arow[p] * bcol[p];
+                }
+                let cij = &mut c[i * rsc + j * csc];
+                scale(cij);
+                *cij += sum;
+            }
+        }
+    } else {
+        for i in 0..m {
+            for j in 0..n {
+                let mut sum = 0.0;
+                for p in 0..k {
+                    sum += a[i * rsa + p * csa] * b[p * rsb + j * csb];
+                }
+                let cij = &mut c[i * rsc + j * csc];
+                scale(cij);
+                *cij += sum;
+            }
+        }
+    }
+}
+
+/// Products with at most this many multiply–adds use a plain loop instead of `dgemm`.
+const SMALL_GEMM: usize = 8192;
+
+/// `c = beta * c + a · b` with explicit (row, column) strides, via `matrixmultiply::dgemm`.
 #[allow(clippy::too_many_arguments)]
 fn gemm(
     m: usize,
@@ -181,6 +315,19 @@ fn gemm(
     (rsc, csc): (usize, usize),
 ) {
     if m == 0 || n == 0 {
+        return;
+    }
+    if m * n * k <= SMALL_GEMM {
+        // Tiny products (batch 1, or the 2-wide input/output layers): packing would dominate.
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+                // SAFETY: the CPU supports the features the function is compiled for.
+                unsafe { small_gemm_avx2(m, k, n, a, (rsa, csa), b, (rsb, csb), beta, c, (rsc, csc)) };
+                return;
+            }
+        }
+        small_gemm(m, k, n, a, (rsa, csa), b, (rsb, csb), beta, c, (rsc, csc));
         return;
     }
     // Invariant: callers pass slices that cover the strided extents (checked in debug builds).
@@ -228,8 +375,22 @@ impl VectorField for Mlp {
     fn eval(&self, t: f64, y: &[f64], out: &mut [f64]) -> Result<()> {
         let batch = batch_size(self.cfg.dim, y.len())?;
         check_len("vector-field output", y.len(), out.len())?;
-        let mut acts = Vec::new();
-        self.forward(t, y, batch, &mut acts, out);
+        let mut acts = vec![0.0; self.acts_len(batch)];
+        self.forward_par(t, y, batch, &mut acts, out);
+        Ok(())
+    }
+    fn eval_save(&self, t: f64, y: &[f64], out: &mut [f64], saved: &mut Vec<f64>) -> Result<()> {
+        let batch = batch_size(self.cfg.dim, y.len())?;
+        check_len("vector-field output", y.len(), out.len())?;
+        saved.clear();
+        saved.resize(self.acts_len(batch), 0.0);
+        self.forward_par(t, y, batch, saved, out);
+        Ok(())
+    }
+    fn vjp_saved(&self, saved: &[f64], a: &[f64], a_y: &mut [f64], a_theta: &mut [f64]) -> Result<()> {
+        let batch = self.check_vjp_args(a.len(), a, a_y, a_theta)?;
+        check_len("saved MLP activations", self.acts_len(batch), saved.len())?;
+        self.backward_par(batch, saved, a, a_y, a_theta);
         Ok(())
     }
     fn vjp(&self, t: f64, y: &[f64], a: &[f64], a_y: &mut [f64], a_theta: &mut [f64]) -> Result<()> {
@@ -245,14 +406,11 @@ impl VectorField for Mlp {
         a_y: &mut [f64],
         a_theta: &mut [f64],
     ) -> Result<()> {
-        let batch = batch_size(self.cfg.dim, y.len())?;
+        let batch = self.check_vjp_args(y.len(), a, a_y, a_theta)?;
         check_len("vector-field output", y.len(), out.len())?;
-        check_len("VJP cotangent", y.len(), a.len())?;
-        check_len("VJP state cotangent output", y.len(), a_y.len())?;
-        check_len("VJP parameter cotangent output", self.theta.len(), a_theta.len())?;
-        let mut acts = Vec::new();
-        self.forward(t, y, batch, &mut acts, out);
-        self.backward(batch, &acts, a, a_y, a_theta);
+        let mut acts = vec![0.0; self.acts_len(batch)];
+        self.forward_par(t, y, batch, &mut acts, out);
+        self.backward_par(batch, &acts, a, a_y, a_theta);
         Ok(())
     }
     fn name(&self) -> String {
@@ -263,53 +421,82 @@ impl VectorField for Mlp {
 
 /// In-place hyperbolic tangent, accurate to a few ulp and written so the compiler vectorises it.
 ///
-/// For $|x| \le 1/8$ a degree-15 odd Taylor polynomial; otherwise
-/// $\tanh|x| = (1 - e)/(1 + e)$ with $e = e^{-2|x|}$ from a range-reduced degree-13 polynomial
-/// for $\exp$ (argument clamped to $|x| \le 22$, where $\tanh$ rounds to ±1).
+/// $\tanh|x| = -m/(2 + m)$ with $m = \mathrm{expm1}(-2|x|)$ from a range-reduced degree-13
+/// polynomial (argument clamped to $|x| \le 22$, where $\tanh$ rounds to ±1). Only
+/// arithmetic and bit operations, no branches or library calls, so the loop vectorises; on
+/// x86-64 CPUs with AVX2 and FMA a copy compiled for them (with fused multiply–adds in the
+/// polynomials) is selected at run time.
 pub fn tanh_inplace(xs: &mut [f64]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports the features the function is compiled for (checked above).
+            unsafe { tanh_avx2(xs) };
+            return;
+        }
+    }
+    tanh_loop(xs);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn tanh_avx2(xs: &mut [f64]) {
     for x in xs.iter_mut() {
-        *x = tanh1(*x);
+        *x = tanh1::<true>(*x);
+    }
+}
+
+fn tanh_loop(xs: &mut [f64]) {
+    for x in xs.iter_mut() {
+        *x = tanh1::<false>(*x);
+    }
+}
+
+/// `a * b + c`, fused where the CPU has FMA (then one rounding instead of two).
+#[inline(always)]
+fn madd<const FMA: bool>(a: f64, b: f64, c: f64) -> f64 {
+    if FMA {
+        a.mul_add(b, c)
+    } else {
+        a * b + c
     }
 }
 
 #[inline(always)]
-fn tanh1(x: f64) -> f64 {
-    let ax = x.abs().min(22.0);
-    // exp(-2ax) by range reduction: -2ax = k ln2 + r, |r| <= ln2/2.
+fn tanh1<const FMA: bool>(x: f64) -> f64 {
+    // Adding 1.5·2^52 rounds to the nearest integer (round-half-even) with plain arithmetic.
+    const SHIFT: f64 = 6_755_399_441_055_744.0;
+    let ax = f64::from_bits(x.to_bits() & 0x7fff_ffff_ffff_ffff);
+    let ax = if ax > 22.0 { 22.0 } else { ax };
+    // m = expm1(-2ax) by range reduction: -2ax = k ln2 + r, |r| <= ln2/2, and
+    // exp(r) = 1 + r q(r) with q a degree-12 Taylor polynomial.
     let v = -2.0 * ax;
-    let k = (v * std::f64::consts::LOG2_E).round();
-    let r = (v - k * 6.931_471_803_691_238_164_9e-1) - k * 1.908_214_929_270_587_700_0e-10;
-    let mut p = 1.0 / 6_227_020_800.0;
-    for c in [
-        1.0 / 479_001_600.0,
-        1.0 / 39_916_800.0,
-        1.0 / 3_628_800.0,
-        1.0 / 362_880.0,
-        1.0 / 40_320.0,
-        1.0 / 5_040.0,
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ] {
-        p = p * r + c;
-    }
-    // k in [-64, 0]: build 2^k from its exponent bits (no subnormals).
-    let scale = f64::from_bits(((k as i64 + 1023) as u64) << 52);
-    let e = p * scale;
-    let big = (1.0 - e) / (1.0 + e);
-    // Small |x|: odd Taylor series of tanh up to x^15.
-    let x2 = ax * ax;
-    let mut q = -929_569.0 / 638_512_875.0;
-    for c in [21_844.0 / 6_081_075.0, -1_382.0 / 155_925.0, 62.0 / 2_835.0, -17.0 / 315.0, 2.0 / 15.0, -1.0 / 3.0, 1.0] {
-        q = q * x2 + c;
-    }
-    let small = ax * q;
-    let t = if ax <= 0.125 { small } else { big };
-    t.copysign(x)
+    let kf = madd::<FMA>(v, std::f64::consts::LOG2_E, SHIFT);
+    let k = kf - SHIFT;
+    let r = madd::<FMA>(-k, 1.908_214_929_270_587_700_0e-10, madd::<FMA>(-k, 6.931_471_803_691_238_164_9e-1, v));
+    let mut q = 1.0 / 6_227_020_800.0;
+    q = madd::<FMA>(q, r, 1.0 / 479_001_600.0);
+    q = madd::<FMA>(q, r, 1.0 / 39_916_800.0);
+    q = madd::<FMA>(q, r, 1.0 / 3_628_800.0);
+    q = madd::<FMA>(q, r, 1.0 / 362_880.0);
+    q = madd::<FMA>(q, r, 1.0 / 40_320.0);
+    q = madd::<FMA>(q, r, 1.0 / 5_040.0);
+    q = madd::<FMA>(q, r, 1.0 / 720.0);
+    q = madd::<FMA>(q, r, 1.0 / 120.0);
+    q = madd::<FMA>(q, r, 1.0 / 24.0);
+    q = madd::<FMA>(q, r, 1.0 / 6.0);
+    q = madd::<FMA>(q, r, 0.5);
+    q = madd::<FMA>(q, r, 1.0);
+    let rq = r * q;
+    // k in [-64, 0] sits in the low bits of kf; 2^k from its exponent bits (no subnormals).
+    let ki = (kf.to_bits() as i64).wrapping_sub(SHIFT.to_bits() as i64);
+    let scale = f64::from_bits(((ki + 1023) as u64) << 52);
+    // k = 0: m = r q(r) is accurate to an ulp even for tiny x; otherwise e^{-2ax} <= 0.71 and
+    // 2^k (1 + r q) - 1 has no cancellation.
+    let m = if ki == 0 { rq } else { madd::<FMA>(scale, rq, scale - 1.0) };
+    // tanh|x| = -m / (2 + m).
+    let t = -m / (2.0 + m);
+    f64::from_bits(t.to_bits() | (x.to_bits() & 0x8000_0000_0000_0000))
 }
 
 #[cfg(test)]

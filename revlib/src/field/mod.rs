@@ -18,13 +18,13 @@ pub use closed::{CoupledOscillator, DoublePendulum, Linear, Sir, WhiteDwarf};
 pub use mlp::{tanh_inplace, Mlp, MlpConfig};
 
 use crate::error::{check_len, Error, Result};
-use std::cell::Cell;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// The right-hand side $f(t, y; \theta)$ of an ODE, with vector–Jacobian products.
 ///
 /// States come as a batch: `y.len()` must be a multiple of [`dim`](VectorField::dim). The
 /// parameters are shared across the batch, so parameter cotangents are summed over it.
-pub trait VectorField {
+pub trait VectorField: Sync {
     /// State dimension of one sample.
     fn dim(&self) -> usize;
     /// Number of parameters $\theta$ (0 for a fixed field).
@@ -55,6 +55,20 @@ pub trait VectorField {
         self.eval(t, y, out)?;
         self.vjp(t, y, a, a_y, a_theta)
     }
+    /// Evaluate `out = f(t, y)` and save in `saved` what [`vjp_saved`](VectorField::vjp_saved)
+    /// needs to take the VJP at this point without re-running the forward pass. The default
+    /// saves $(t, y)$; the MLP saves its activations.
+    fn eval_save(&self, t: f64, y: &[f64], out: &mut [f64], saved: &mut Vec<f64>) -> Result<()> {
+        saved.clear();
+        saved.push(t);
+        saved.extend_from_slice(y);
+        self.eval(t, y, out)
+    }
+    /// The VJP of [`vjp`](VectorField::vjp) at the point saved by
+    /// [`eval_save`](VectorField::eval_save).
+    fn vjp_saved(&self, saved: &[f64], a: &[f64], a_y: &mut [f64], a_theta: &mut [f64]) -> Result<()> {
+        self.vjp(saved[0], &saved[1..], a, a_y, a_theta)
+    }
     /// A short human-readable name.
     fn name(&self) -> String {
         "vector field".into()
@@ -76,7 +90,7 @@ pub fn batch_size(field_dim: usize, len: usize) -> Result<usize> {
 /// [`prod_add`](Term::prod_add) maps it to a state increment over $[t_0, t_1]$. Everything is
 /// linear in the vector-field value, so the transpose needed by the backward pass is
 /// [`prod_transpose_add`](Term::prod_transpose_add).
-pub trait Term {
+pub trait Term: Sync {
     /// Length of the vector-field value for a state of length `state_len`.
     fn vf_len(&self, state_len: usize) -> usize;
     /// Number of parameters.
@@ -85,6 +99,17 @@ pub trait Term {
     fn vf(&self, t: f64, y: &[f64], out: &mut [f64]) -> Result<()>;
     /// VJP of [`vf`](Term::vf): overwrites `a_y`, adds to `a_theta`.
     fn vf_vjp(&self, t: f64, y: &[f64], a: &[f64], a_y: &mut [f64], a_theta: &mut [f64]) -> Result<()>;
+    /// [`vf`](Term::vf), saving what [`vf_vjp_saved`](Term::vf_vjp_saved) needs.
+    fn vf_save(&self, t: f64, y: &[f64], out: &mut [f64], saved: &mut Vec<f64>) -> Result<()> {
+        saved.clear();
+        saved.push(t);
+        saved.extend_from_slice(y);
+        self.vf(t, y, out)
+    }
+    /// [`vf_vjp`](Term::vf_vjp) at the point saved by [`vf_save`](Term::vf_save).
+    fn vf_vjp_saved(&self, saved: &[f64], a: &[f64], a_y: &mut [f64], a_theta: &mut [f64]) -> Result<()> {
+        self.vf_vjp(saved[0], &saved[1..], a, a_y, a_theta)
+    }
     /// `out += scale * vf · (X(t1) - X(t0))`.
     fn prod_add(&self, scale: f64, vf: &[f64], t0: f64, t1: f64, out: &mut [f64]);
     /// `out_vf += scale * (∂ prod / ∂ vf)ᵀ a`.
@@ -107,6 +132,12 @@ impl Term for OdeTerm<'_> {
     fn vf_vjp(&self, t: f64, y: &[f64], a: &[f64], a_y: &mut [f64], a_theta: &mut [f64]) -> Result<()> {
         self.0.vjp(t, y, a, a_y, a_theta)
     }
+    fn vf_save(&self, t: f64, y: &[f64], out: &mut [f64], saved: &mut Vec<f64>) -> Result<()> {
+        self.0.eval_save(t, y, out, saved)
+    }
+    fn vf_vjp_saved(&self, saved: &[f64], a: &[f64], a_y: &mut [f64], a_theta: &mut [f64]) -> Result<()> {
+        self.0.vjp_saved(saved, a, a_y, a_theta)
+    }
     fn prod_add(&self, scale: f64, vf: &[f64], t0: f64, t1: f64, out: &mut [f64]) {
         axpy(scale * (t1 - t0), vf, out);
     }
@@ -124,25 +155,35 @@ pub(crate) fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
     }
 }
 
+/// Run `f` on a worker of rayon's pool, so that the two-thread batch split inside the MLP
+/// runs one half inline instead of waking a second and a third thread for every evaluation.
+pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if rayon::current_thread_index().is_some() {
+        f()
+    } else {
+        rayon::scope(|_| f())
+    }
+}
+
 /// A vector field wrapper that counts evaluations and VJPs (used for every solve's cost report).
 pub struct Counted<'a> {
     inner: &'a dyn VectorField,
-    evals: Cell<usize>,
-    vjps: Cell<usize>,
+    evals: AtomicUsize,
+    vjps: AtomicUsize,
 }
 
 impl<'a> Counted<'a> {
     /// Wrap a field with zeroed counters.
     pub fn new(inner: &'a dyn VectorField) -> Self {
-        Self { inner, evals: Cell::new(0), vjps: Cell::new(0) }
+        Self { inner, evals: AtomicUsize::new(0), vjps: AtomicUsize::new(0) }
     }
     /// Evaluations so far.
     pub fn evals(&self) -> usize {
-        self.evals.get()
+        self.evals.load(Relaxed)
     }
     /// VJPs so far.
     pub fn vjps(&self) -> usize {
-        self.vjps.get()
+        self.vjps.load(Relaxed)
     }
 }
 
@@ -160,11 +201,11 @@ impl VectorField for Counted<'_> {
         Err(Error::Unsupported("set_params on a counting wrapper".into()))
     }
     fn eval(&self, t: f64, y: &[f64], out: &mut [f64]) -> Result<()> {
-        self.evals.set(self.evals.get() + 1);
+        self.evals.fetch_add(1, Relaxed);
         self.inner.eval(t, y, out)
     }
     fn vjp(&self, t: f64, y: &[f64], a: &[f64], a_y: &mut [f64], a_theta: &mut [f64]) -> Result<()> {
-        self.vjps.set(self.vjps.get() + 1);
+        self.vjps.fetch_add(1, Relaxed);
         self.inner.vjp(t, y, a, a_y, a_theta)
     }
     fn eval_and_vjp(
@@ -176,9 +217,17 @@ impl VectorField for Counted<'_> {
         a_y: &mut [f64],
         a_theta: &mut [f64],
     ) -> Result<()> {
-        self.evals.set(self.evals.get() + 1);
-        self.vjps.set(self.vjps.get() + 1);
+        self.evals.fetch_add(1, Relaxed);
+        self.vjps.fetch_add(1, Relaxed);
         self.inner.eval_and_vjp(t, y, a, out, a_y, a_theta)
+    }
+    fn eval_save(&self, t: f64, y: &[f64], out: &mut [f64], saved: &mut Vec<f64>) -> Result<()> {
+        self.evals.fetch_add(1, Relaxed);
+        self.inner.eval_save(t, y, out, saved)
+    }
+    fn vjp_saved(&self, saved: &[f64], a: &[f64], a_y: &mut [f64], a_theta: &mut [f64]) -> Result<()> {
+        self.vjps.fetch_add(1, Relaxed);
+        self.inner.vjp_saved(saved, a, a_y, a_theta)
     }
     fn name(&self) -> String {
         self.inner.name()

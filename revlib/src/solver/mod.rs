@@ -16,7 +16,7 @@ use crate::field::Term;
 use crate::tableau::ButcherTableau;
 
 /// A one-step method on a carry, with the vector–Jacobian product of its step.
-pub trait Solver {
+pub trait Solver: Sync {
     /// Name used in tables and benchmark keys.
     fn name(&self) -> String;
     /// Classical order of convergence.
@@ -77,7 +77,8 @@ pub trait ReversibleSolver: Solver {
 /// An explicit Runge–Kutta method driven by a [`ButcherTableau`].
 ///
 /// Cost per step: $s$ vector-field evaluations (fewer with fixed steps when trailing stages
-/// serve only the error estimate); the VJP recomputes the $s$ stages and takes $s$ VJPs.
+/// serve only the error estimate); the VJP recomputes the $s$ stages, saving what each
+/// stage's VJP needs (for an MLP its activations), and takes $s$ VJPs from those.
 /// Memory: $O(s)$ vectors of working space.
 ///
 /// # Examples
@@ -134,7 +135,8 @@ impl ExplicitRk {
     }
 
     /// Run the stages from `y` over `[t0, t1]` (either sign), writing $\Psi_{t_0\to t_1}(y)$
-    /// to `out`, the error estimate to `err`, and the stage inputs $Y_i$ to `keep`.
+    /// to `out`, the error estimate to `err`, and into `keep` what each stage's VJP needs
+    /// (see [`Term::vf_save`]).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn run(
         &self,
@@ -162,11 +164,15 @@ impl ExplicitRk {
                 }
             }
             let mut k = vec![0.0; m];
-            term.vf(t0 + tab.c()[i] * h, &yi, &mut k)?;
-            ks.push(k);
-            if let Some(kp) = keep.as_deref_mut() {
-                kp.push(yi);
+            match keep.as_deref_mut() {
+                Some(kp) => {
+                    let mut saved = Vec::new();
+                    term.vf_save(t0 + tab.c()[i] * h, &yi, &mut k, &mut saved)?;
+                    kp.push(saved);
+                }
+                None => term.vf(t0 + tab.c()[i] * h, &yi, &mut k)?,
             }
+            ks.push(k);
         }
         out.copy_from_slice(y);
         for (bi, k) in tab.b().iter().zip(&ks) {
@@ -185,8 +191,8 @@ impl ExplicitRk {
         Ok(())
     }
 
-    /// Pull `out_bar` back through the step whose stage inputs are `stages`; overwrites
-    /// `y_bar`, adds to `theta_bar`.
+    /// Pull `out_bar` back through the step whose stages were saved in `stages` by
+    /// [`run`](ExplicitRk::run); overwrites `y_bar`, adds to `theta_bar`.
     pub(crate) fn vjp_stages(
         &self,
         term: &dyn Term,
@@ -198,7 +204,6 @@ impl ExplicitRk {
         theta_bar: &mut [f64],
     ) -> Result<()> {
         let tab = &self.tableau;
-        let h = t1 - t0;
         let n = out_bar.len();
         let m = term.vf_len(n);
         let s = stages.len();
@@ -214,7 +219,7 @@ impl ExplicitRk {
             .collect();
         let mut ybar_i = vec![0.0; n];
         for i in (0..s).rev() {
-            term.vf_vjp(t0 + tab.c()[i] * h, &stages[i], &kbar[i], &mut ybar_i, theta_bar)?;
+            term.vf_vjp_saved(&stages[i], &kbar[i], &mut ybar_i, theta_bar)?;
             for (a, b) in y_bar.iter_mut().zip(&ybar_i) {
                 *a += b;
             }

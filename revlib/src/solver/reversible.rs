@@ -72,8 +72,8 @@ impl Reversible {
         n: usize,
         t0: f64,
         t1: f64,
-        stages_f: &[Vec<f64>],
-        stages_b: &[Vec<f64>],
+        saved_f: &[Vec<f64>],
+        saved_b: &[Vec<f64>],
         out_bar: &[f64],
         carry_bar: &mut [f64],
         theta_bar: &mut [f64],
@@ -83,14 +83,14 @@ impl Reversible {
         // z_{n+1} = z_n + y_{n+1} − Ψ_b(y_{n+1})
         let neg_zbar: Vec<f64> = zbar1.iter().map(|v| -v).collect();
         let mut tmp = vec![0.0; n];
-        self.base.vjp_stages(term, t1, t0, stages_b, &neg_zbar, &mut tmp, theta_bar)?;
+        self.base.vjp_stages(term, t1, t0, saved_b, &neg_zbar, &mut tmp, theta_bar)?;
         // With Ψ_b(y) = y + inc_b(y), vjp_stages returns the identity path too:
         // tmp = −z̄ − J_incᵀ z̄. Since ∂z_{n+1}/∂y_{n+1} = −J_inc, the total is
         // ȳ_{n+1} = ȳ1 − J_incᵀ z̄1 = ȳ1 + z̄1 + tmp.
         let ytot: Vec<f64> = ybar1.iter().zip(zbar1).zip(&tmp).map(|((y, z), t)| y + z + t).collect();
         // y_{n+1} = λ (y_n − z_n) + Ψ_f(z_n)
         let (ybar, zbar) = carry_bar.split_at_mut(n);
-        self.base.vjp_stages(term, t0, t1, stages_f, &ytot, zbar, theta_bar)?;
+        self.base.vjp_stages(term, t0, t1, saved_f, &ytot, zbar, theta_bar)?;
         for ((zb, z1), yt) in zbar.iter_mut().zip(zbar1).zip(&ytot) {
             *zb += z1 - lam * yt;
         }
