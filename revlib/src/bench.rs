@@ -20,13 +20,15 @@ use std::time::Instant;
 pub struct Provenance {
     /// Results schema version.
     pub schema: u32,
-    /// `git rev-parse HEAD` of the working tree, or "unknown".
+    /// `git rev-parse HEAD`, with `-dirty` when the working tree has uncommitted changes, or
+    /// "unknown".
     pub git_commit: String,
     /// revlib's crate version.
     pub revlib_version: String,
     /// CPU model from `/proc/cpuinfo`.
     pub cpu: String,
-    /// Threads used by the computation (revlib's CPU kernels are single-threaded).
+    /// Threads of rayon's pool (the MLP splits batches of 64 or more over two of them;
+    /// `RAYON_NUM_THREADS=1` runs single-threaded).
     pub threads: usize,
     /// Random seed.
     pub seed: u64,
@@ -43,12 +45,23 @@ impl Provenance {
             .ok()
             .filter(|o| o.status.success())
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .map(|c| {
+                let dirty = std::process::Command::new("git")
+                    .args(["status", "--porcelain", "--untracked-files=no"])
+                    .output()
+                    .is_ok_and(|o| !o.stdout.is_empty());
+                if dirty {
+                    c + "-dirty"
+                } else {
+                    c
+                }
+            })
             .unwrap_or_else(|| "unknown".into());
         let cpu = std::fs::read_to_string("/proc/cpuinfo")
             .ok()
             .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
             .unwrap_or_else(|| "unknown".into());
-        Self { schema: 1, git_commit, revlib_version: env!("CARGO_PKG_VERSION").into(), cpu, threads: 1, seed, mode: mode.into() }
+        Self { schema: 1, git_commit, revlib_version: env!("CARGO_PKG_VERSION").into(), cpu, threads: rayon::current_num_threads(), seed, mode: mode.into() }
     }
 }
 
