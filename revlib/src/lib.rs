@@ -65,6 +65,7 @@ pub mod integrate;
 pub mod loss;
 pub mod nn;
 pub mod solver;
+pub mod stability;
 pub mod tableau;
 
 pub use adjoint::{rel_err, Adjoint, Gradient};
