@@ -53,6 +53,7 @@
 //!
 //! ## Features
 //! - `cuda`: forwards to dfdx's CUDA backend (with `ci-check`, builds without a GPU).
+//! - `plot`: figures for the notebooks (module `plot`: plotly.rs with plotly.js embedded).
 
 #![warn(missing_docs)]
 
@@ -64,6 +65,9 @@ pub mod gradcheck;
 pub mod integrate;
 pub mod loss;
 pub mod nn;
+pub mod notebook;
+#[cfg(feature = "plot")]
+pub mod plot;
 pub mod solver;
 pub mod stability;
 pub mod tableau;
@@ -74,8 +78,10 @@ pub use integrate::{solve, Adaptive, SaveAt, Solution, SolveOptions, Stats, Step
 
 /// Everything a notebook or a training script needs, in one import.
 pub mod prelude {
+    // `Result` stays at the crate root (`revlib::Result`): a glob import of a one-parameter
+    // `Result` would shadow the standard one in evcxr's generated code.
     pub use crate::adjoint::{rel_err, Adjoint, Gradient};
-    pub use crate::error::{Error, Result};
+    pub use crate::error::Error;
     pub use crate::field::{CoupledOscillator, DoublePendulum, Linear, Mlp, MlpConfig, Sir, VectorField, WhiteDwarf};
     pub use crate::gradcheck::{gradcheck, GradCheck};
     pub use crate::integrate::{solve, Adaptive, SaveAt, Solution, SolveOptions, Stats, Stepping};

@@ -35,6 +35,8 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Print the <script> tags with plotly.js for offline reports (needs feature `plot`).
+    PlotlyJs,
     /// Run one benchmark case in this process (used by `bench`).
     #[command(hide = true)]
     BenchCase {
@@ -60,6 +62,12 @@ fn main() {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     match Cli::parse().cmd {
+        Cmd::PlotlyJs => {
+            #[cfg(feature = "plot")]
+            println!("{}", revlib::plot::plotly_js());
+            #[cfg(not(feature = "plot"))]
+            return Err("build with `--features plot` for plotly-js".into());
+        }
         Cmd::BenchCase { adjoint, batch, steps, seed, min_seconds } => {
             let case = Case { adjoint: Adjoint::from_key(&adjoint)?, batch, steps };
             println!("{}", run_case(&case, seed, min_seconds)?);

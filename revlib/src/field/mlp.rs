@@ -44,7 +44,8 @@ impl MlpConfig {
     }
 }
 
-/// $f(t, y) = W_L \tanh(\cdots \tanh(W_1 [t,] y + b_1) \cdots) + b_L$.
+/// $f(t, y) = W_L \tanh(\cdots \tanh(W_1 x + b_1) \cdots) + b_L$ with $x = y$, or $x = (t, y)$ for a
+/// time-dependent field.
 ///
 /// Parameters are stored flat, layer after layer, each as the weight matrix $W$
 /// (out × in, row-major) followed by the bias $b$. Initialisation is uniform in

@@ -1,0 +1,99 @@
+"""Execute the revlib notebooks headless and build the report.
+
+Usage: python notebooks/run.py [--mode quick|default|full] [--out reports] [--only NN]
+
+For each notebooks/NN_*.ipynb (in order): execute it with the `revlib-rust` kernel (evcxr)
+in notebooks/, with REVLIB_MODE and REVLIB_RESULTS set; write the executed notebook and a
+self-contained HTML page (plotly.js embedded once per page, so figures render offline) to
+the output folder, plus an index page. Exits non-zero on the first cell error, including a
+failed assertion a notebook makes about its own results.
+"""
+import argparse
+import html
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+from nbconvert import HTMLExporter
+
+ROOT = Path(__file__).resolve().parent.parent
+KERNEL = "revlib-rust"
+
+
+def plotly_scripts(out: Path) -> str:
+    """The <script> tags with plotly.js, produced by revlib itself (feature `plot`)."""
+    cache = out / "plotly-js.html"
+    if not cache.exists():
+        js = subprocess.run(
+            ["cargo", "run", "-q", "--release", "-p", "revlib", "--features", "plot", "--bin", "revlib", "--", "plotly-js"],
+            cwd=ROOT, check=True, capture_output=True, text=True,
+        ).stdout
+        cache.write_text(js)
+    return cache.read_text()
+
+
+def to_html(nb, scripts: str) -> str:
+    exporter = HTMLExporter(template_name="lab")
+    body, _ = exporter.from_notebook_node(nb)
+    # One copy of plotly.js in <head>, before any figure's Plotly.newPlot call.
+    return body.replace("</head>", scripts + "\n</head>", 1)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--mode", default=os.environ.get("REVLIB_MODE", "default"), choices=["quick", "default", "full"])
+    ap.add_argument("--out", default=str(ROOT / "reports"))
+    ap.add_argument("--only", default=None, help="run only notebooks whose name starts with this")
+    ap.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    args = ap.parse_args()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "figures").mkdir(exist_ok=True)
+    env_mode = {"REVLIB_MODE": args.mode, "REVLIB_RESULTS": str(out)}
+    os.environ.update(env_mode)
+    scripts = plotly_scripts(out)
+    books = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    if args.only:
+        books = [b for b in books if b.name.startswith(args.only)]
+    rows = []
+    for path in books:
+        nb = nbformat.read(path, as_version=4)
+        start = time.time()
+        print(f"== {path.name} ({args.mode})", flush=True)
+        client = NotebookClient(nb, kernel_name=KERNEL, timeout=args.timeout, resources={"metadata": {"path": str(path.parent)}})
+        try:
+            client.execute()
+        except CellExecutionError as e:
+            nbformat.write(nb, out / path.name)
+            print(f"!! {path.name} failed:\n{e}", file=sys.stderr)
+            return 1
+        secs = time.time() - start
+        print(f"   {secs:.0f} s", flush=True)
+        nbformat.write(nb, out / path.name)
+        (out / path.with_suffix(".html").name).write_text(to_html(nb, scripts))
+        title = next((c.source.splitlines()[0].lstrip("# ") for c in nb.cells if c.cell_type == "markdown"), path.stem)
+        rows.append((path.stem, title, secs))
+    items = "\n".join(
+        f'<li><a href="{html.escape(stem)}.html">{html.escape(title)}</a> — executed in {secs:.0f} s ({args.mode} mode)</li>'
+        for stem, title, secs in rows
+    )
+    figs = "\n".join(f'<li><a href="figures/{f.name}">{f.name}</a></li>' for f in sorted((out / "figures").glob("*.html")))
+    (out / "index.html").write_text(
+        f"<!doctype html><html><head><meta charset='utf-8'><title>revlib report</title></head><body>"
+        f"<h1>revlib: reversible solvers and exact gradients</h1><h2>Notebooks</h2><ol>{items}</ol>"
+        f"<h2>Figures</h2><ul>{figs}</ul></body></html>"
+    )
+    json.dump({"mode": args.mode, "notebooks": [{"name": s, "seconds": t} for s, _, t in rows]}, open(out / "run.json", "w"), indent=1)
+    print(f"report: {out / 'index.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# One-time setup of the notebook pipeline: a local Python virtual environment with the
+# packages of environment.yml, the pinned evcxr Jupyter kernel, and a kernel spec registered
+# in that environment only (name `revlib-rust`; no user-wide kernel is touched).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+EVCXR_VERSION=0.22.0
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+if ! .venv/bin/python -c "import nbclient, nbconvert" 2>/dev/null; then
+  .venv/bin/pip install -q -r notebooks/requirements.txt
+fi
+EVCXR="$(command -v evcxr_jupyter || true)"
+if [ -z "$EVCXR" ] || ! "$EVCXR" --version 2>/dev/null | grep -q "$EVCXR_VERSION"; then
+  cargo install --locked evcxr_jupyter --version "$EVCXR_VERSION"
+  EVCXR="$(command -v evcxr_jupyter || echo "$HOME/.cargo/bin/evcxr_jupyter")"
+fi
+# evcxr needs the standard library's sources for completions; harmless if rustup is absent.
+command -v rustup >/dev/null && rustup component add rust-src >/dev/null 2>&1 || true
+spec=.venv/share/jupyter/kernels/revlib-rust
+mkdir -p "$spec"
+cat > "$spec/kernel.json" <<JSON
+{"argv": ["$EVCXR", "--control_file", "{connection_file}"], "display_name": "Rust (revlib, evcxr $EVCXR_VERSION)", "language": "rust", "interrupt_mode": "message"}
+JSON
+echo "notebook kernel: $spec -> $EVCXR"

@@ -1,0 +1,88 @@
+//! Support for the notebooks and experiment drivers: run size (quick / default / full) and
+//! results files with provenance.
+
+use crate::bench::Provenance;
+use crate::error::{Error, Result};
+use std::path::{Path, PathBuf};
+
+/// How big a run is. Notebooks read it from the `REVLIB_MODE` environment variable
+/// (`quick`, `default` or `full`; unset means `default`). CI executes every notebook in
+/// `quick` mode; the main job runs `default`; `full` reproduces the talk's scale from the CLI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Mode {
+    /// Small sizes, seconds per cell.
+    Quick,
+    /// The report's sizes (all notebooks in about 30 minutes on 2 cores).
+    Default,
+    /// The talk's sizes (CLI runs).
+    Full,
+}
+
+impl Mode {
+    /// Read `REVLIB_MODE`.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for an unknown value.
+    pub fn from_env() -> Result<Self> {
+        match std::env::var("REVLIB_MODE").as_deref() {
+            Err(_) | Ok("") | Ok("default") => Ok(Mode::Default),
+            Ok("quick") => Ok(Mode::Quick),
+            Ok("full") => Ok(Mode::Full),
+            Ok(other) => Err(Error::Unsupported(format!("REVLIB_MODE={other} (use quick, default or full)"))),
+        }
+    }
+    /// Pick a size by mode.
+    pub fn pick<T>(self, quick: T, default: T, full: T) -> T {
+        match self {
+            Mode::Quick => quick,
+            Mode::Default => default,
+            Mode::Full => full,
+        }
+    }
+    /// Lower-case name.
+    pub fn name(self) -> &'static str {
+        self.pick("quick", "default", "full")
+    }
+}
+
+/// Directory for results and figures: `REVLIB_RESULTS` if set, else `../reports` (relative to
+/// a notebook in `notebooks/`). Created if missing.
+///
+/// # Errors
+/// [`Error::Io`] if it cannot be created.
+pub fn results_dir() -> Result<PathBuf> {
+    let dir = std::env::var("REVLIB_RESULTS").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("../reports"));
+    std::fs::create_dir_all(&dir).map_err(|e| Error::Io { path: dir.display().to_string(), reason: e.to_string() })?;
+    Ok(dir)
+}
+
+/// A labelled curve $y(x)$: the unit of most notebook results.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Curve {
+    /// Legend label.
+    pub label: String,
+    /// Abscissae.
+    pub x: Vec<f64>,
+    /// Ordinates.
+    pub y: Vec<f64>,
+}
+
+impl Curve {
+    /// A curve from its parts.
+    pub fn new(label: &str, x: Vec<f64>, y: Vec<f64>) -> Self {
+        Self { label: label.into(), x, y }
+    }
+}
+
+/// Write `value` as pretty JSON to `dir/name`, wrapped with provenance:
+/// `{"provenance": …, "results": value}`.
+///
+/// # Errors
+/// [`Error::Io`] on write failure.
+pub fn write_results<T: serde::Serialize>(dir: &Path, name: &str, mode: Mode, seed: u64, value: &T) -> Result<PathBuf> {
+    let path = dir.join(name);
+    let doc = serde_json::json!({ "provenance": Provenance::collect(seed, mode.name()), "results": value });
+    let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })?;
+    std::fs::write(&path, text).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })?;
+    Ok(path)
+}

@@ -1,0 +1,100 @@
+//! Figures for the notebooks (feature `plot`): plotly.rs charts that render in JupyterLab and,
+//! in exported HTML reports, offline.
+//!
+//! [`show`] emits one evcxr output with two representations: the plotly JSON MIME type
+//! (drawn interactively by JupyterLab) and an HTML `div` + `Plotly.newPlot` script (what
+//! nbconvert's HTML export keeps; the report builder embeds plotly.js once per page).
+//! [`save_html`] writes a standalone page with plotly.js embedded, for `reports/figures/`.
+
+use crate::error::{Error, Result};
+pub use plotly;
+use plotly::common::{Mode as PlotMode, Title};
+use plotly::layout::{Axis, AxisType, Layout};
+use plotly::{Plot, Scatter};
+use std::path::Path;
+
+/// Display a figure in a notebook cell.
+pub fn show(plot: &Plot) {
+    let id = format!("revlib-fig-{}", FIGURE_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    println!(
+        "EVCXR_BEGIN_CONTENT application/vnd.plotly.v1+json\n{}\nEVCXR_END_CONTENT\nEVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT",
+        plot.to_json(),
+        plot.to_inline_html(Some(&id))
+    );
+}
+
+static FIGURE_COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Write a standalone HTML page with the figure and plotly.js embedded (works offline).
+///
+/// # Errors
+/// [`Error::Io`] on write failure.
+pub fn save_html(plot: &Plot, path: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.display().to_string(), reason: e.to_string() })?;
+    }
+    std::fs::write(path, plot.to_html()).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })
+}
+
+/// The `<script>` tags with plotly.js (and MathJax) for embedding once in a report page.
+pub fn plotly_js() -> String {
+    Plot::offline_js_sources()
+}
+
+/// One named series of a line chart.
+#[derive(Debug, Clone)]
+pub struct Series {
+    /// Legend name.
+    pub name: String,
+    /// x values.
+    pub x: Vec<f64>,
+    /// y values.
+    pub y: Vec<f64>,
+    /// Draw markers as well as lines.
+    pub markers: bool,
+}
+
+impl From<&crate::notebook::Curve> for Series {
+    fn from(c: &crate::notebook::Curve) -> Self {
+        Series::points(&c.label, c.x.clone(), c.y.clone())
+    }
+}
+
+impl Series {
+    /// A line series.
+    pub fn line(name: &str, x: Vec<f64>, y: Vec<f64>) -> Self {
+        Self { name: name.into(), x, y, markers: false }
+    }
+    /// A line-and-marker series.
+    pub fn points(name: &str, x: Vec<f64>, y: Vec<f64>) -> Self {
+        Self { name: name.into(), x, y, markers: true }
+    }
+}
+
+/// A line chart with optional logarithmic axes.
+pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: Vec<Series>, log_x: bool, log_y: bool) -> Plot {
+    let mut plot = Plot::new();
+    for s in series {
+        let mode = if s.markers { PlotMode::LinesMarkers } else { PlotMode::Lines };
+        plot.add_trace(Scatter::new(s.x, s.y).name(&s.name).mode(mode));
+    }
+    let axis = |label: &str, log: bool| {
+        let a = Axis::new().title(Title::with_text(label));
+        if log {
+            a.type_(AxisType::Log)
+        } else {
+            a
+        }
+    };
+    plot.set_layout(Layout::new().title(Title::with_text(title)).x_axis(axis(x_label, log_x)).y_axis(axis(y_label, log_y)).height(420));
+    plot
+}
+
+/// Keep at most `max` evenly spaced points of a series (so committed outputs stay small).
+pub fn decimate(x: &[f64], y: &[f64], max: usize) -> (Vec<f64>, Vec<f64>) {
+    if x.len() <= max || max < 2 {
+        return (x.to_vec(), y.to_vec());
+    }
+    let idx: Vec<usize> = (0..max).map(|k| k * (x.len() - 1) / (max - 1)).collect();
+    (idx.iter().map(|&i| x[i]).collect(), idx.iter().map(|&i| y[i]).collect())
+}
