@@ -1,10 +1,28 @@
-# The two commands of the README.
-.PHONY: test bench
+# The README's two commands: `make report` (main job) and `make test` (what CI runs).
+.PHONY: report test test-rust test-notebooks check-reports bench setup
 
-# Tests: unit, integration and doc tests of revlib (f64 throughout).
-test:
+# Main job: set up the notebook pipeline once, execute every notebook in default mode, and
+# write the executed notebooks, HTML pages, figures and JSON results to reports/.
+report: setup
+	.venv/bin/python notebooks/run.py --mode default --out reports
+
+# Tests: unit, integration and doc tests of revlib, then every notebook in quick mode (a cell
+# error or a failed assertion a notebook makes about its own results fails the run).
+test: test-rust test-notebooks
+
+test-rust:
 	cargo test -p revlib
 
-# Main job (until the notebook pipeline lands): the gradient benchmark, JSON lines on stdout.
+test-notebooks: setup
+	.venv/bin/python notebooks/run.py --mode quick --out reports/quick
+
+# Open the report pages in headless Chromium without network and check the figures are drawn.
+check-reports:
+	bash notebooks/check_offline.sh reports/quick
+
+setup:
+	bash notebooks/setup.sh
+
+# The gradient benchmark of the core (JSON lines on stdout).
 bench:
 	cargo run --release -p revlib --bin revlib -- bench

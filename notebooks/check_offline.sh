@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Open every report page in headless Chromium with networking disabled and check that each
-# page's plotly figures were drawn (an SVG with class "main-svg" per figure div).
+# Open every report page in headless Chromium with networking disabled and check that every
+# plotly figure on each page was drawn.
 # Needs Debian's `chromium` (apt-get install chromium) and root or user namespaces for `unshare -n`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -12,10 +12,11 @@ if [ -z "$browser" ]; then
 fi
 status=0
 for page in "$reports"/[0-9][0-9]_*.html; do
-  dom=$(unshare -n -- "$browser" --headless --no-sandbox --disable-gpu --virtual-time-budget=10000 --dump-dom "file://$(realpath "$page")" 2>/dev/null)
+  dom=$(unshare -n -- "$browser" --headless --no-sandbox --disable-gpu --virtual-time-budget=30000 --dump-dom "file://$(realpath "$page")" 2>/dev/null)
   figs=$(grep -o 'class="plotly-graph-div' <<<"$dom" | wc -l)
-  drawn=$(grep -o 'class="main-svg"' <<<"$dom" | wc -l)
-  echo "$(basename "$page"): $figs figures, $drawn plotly SVG layers"
+  # A drawn figure's div gets the class js-plotly-plot and an <svg class="main-svg"> inside.
+  drawn=$(grep -o 'class="plotly-graph-div js-plotly-plot"' <<<"$dom" | wc -l)
+  echo "$(basename "$page"): $figs figures, $drawn drawn"
   if [ "$figs" -eq 0 ] || [ "$drawn" -lt "$figs" ]; then
     echo "  not all figures were drawn offline" >&2
     status=1

@@ -39,11 +39,20 @@ def plotly_scripts(out: Path) -> str:
     return cache.read_text()
 
 
+MATHJAX_CONFIG = """<script>window.MathJax = {tex: {inlineMath: [["$", "$"], ["\\\\(", "\\\\)"]],
+displayMath: [["$$", "$$"], ["\\\\[", "\\\\]"]]}, svg: {fontCache: "global"}};</script>"""
+
+
 def to_html(nb, scripts: str) -> str:
-    exporter = HTMLExporter(template_name="lab")
+    # No CDN: nbconvert's MathJax URL is blanked, and the MathJax 3 (tex-svg) that revlib embeds
+    # next to plotly.js typesets the markdown's $…$ offline.
+    exporter = HTMLExporter(template_name="lab", mathjax_url="")
     body, _ = exporter.from_notebook_node(nb)
+    # Drop the template's CDN require.js (only ipywidgets use it) and the blank MathJax tag.
+    body = re.sub(r'<script src="https://cdnjs[^"]*require[^"]*"></script>', "", body)
+    body = body.replace('<script src=""></script>', "")
     # One copy of plotly.js in <head>, before any figure's Plotly.newPlot call.
-    return body.replace("</head>", scripts + "\n</head>", 1)
+    return body.replace("</head>", MATHJAX_CONFIG + "\n" + scripts + "\n</head>", 1)
 
 
 def main() -> int:

@@ -8,11 +8,14 @@ EVCXR_VERSION=0.22.0
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-if ! .venv/bin/python -c "import nbclient, nbconvert" 2>/dev/null; then
+# Reinstall when notebooks/requirements.txt changes (a stamp holds the last installed copy).
+if ! cmp -s notebooks/requirements.txt .venv/requirements.stamp; then
   .venv/bin/pip install -q -r notebooks/requirements.txt
+  cp notebooks/requirements.txt .venv/requirements.stamp
 fi
 EVCXR="$(command -v evcxr_jupyter || true)"
-if [ -z "$EVCXR" ] || ! "$EVCXR" --version 2>/dev/null | grep -q "$EVCXR_VERSION"; then
+installed=$(cargo install --list 2>/dev/null | grep -c "^evcxr_jupyter v$EVCXR_VERSION:" || true)
+if [ -z "$EVCXR" ] || [ "$installed" = 0 ]; then
   cargo install --locked evcxr_jupyter --version "$EVCXR_VERSION"
   EVCXR="$(command -v evcxr_jupyter || echo "$HOME/.cargo/bin/evcxr_jupyter")"
 fi

@@ -15,7 +15,10 @@ use std::path::Path;
 
 /// Display a figure in a notebook cell.
 pub fn show(plot: &Plot) {
-    let id = format!("revlib-fig-{}", FIGURE_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+    // evcxr may link a fresh copy of revlib into each cell, so a counter alone is not unique:
+    // add the clock.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let id = format!("revlib-fig-{nanos:x}-{}", FIGURE_COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
     println!(
         "EVCXR_BEGIN_CONTENT application/vnd.plotly.v1+json\n{}\nEVCXR_END_CONTENT\nEVCXR_BEGIN_CONTENT text/html\n{}\nEVCXR_END_CONTENT",
         plot.to_json(),
