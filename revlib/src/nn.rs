@@ -18,8 +18,8 @@ fn backend<E: std::fmt::Debug>(e: E) -> Error {
 /// built from arbitrary dfdx graphs.
 #[derive(Debug, Clone)]
 pub struct DfdxMlp {
-    cfg: MlpConfig,
-    theta: Vec<f64>,
+    /// Shape and parameters (shared layout with the fused implementation).
+    inner: Mlp,
     dev: Cpu,
 }
 
@@ -32,23 +32,23 @@ impl DfdxMlp {
     /// # Errors
     /// As [`Mlp::new`].
     pub fn new(cfg: MlpConfig, seed: u64) -> Result<Self> {
-        let m = Mlp::new(cfg, seed)?;
-        Ok(Self { cfg, theta: m.params(), dev: Cpu::default() })
+        Ok(Self { inner: Mlp::new(cfg, seed)?, dev: Cpu::default() })
     }
 
     /// Parameter tensors `(Wᵀ (in × out), b (out))` of each layer.
     fn tensors(&self) -> Vec<(Mat, Vector)> {
+        let theta = self.inner.theta();
         let mut off = 0;
         let mut out = Vec::new();
-        for (i, o) in self.cfg.layer_sizes() {
-            let w = &self.theta[off..off + i * o];
+        for (i, o) in self.inner.config().layer_sizes() {
+            let w = &theta[off..off + i * o];
             let mut wt = vec![0.0; i * o];
             for r in 0..o {
                 for c in 0..i {
                     wt[c * o + r] = w[r * i + c];
                 }
             }
-            let b = self.theta[off + i * o..off + (i + 1) * o].to_vec();
+            let b = theta[off + i * o..off + (i + 1) * o].to_vec();
             off += (i + 1) * o;
             out.push((self.dev.tensor_from_vec(wt, (i, o)), self.dev.tensor_from_vec(b, (o,))));
         }
@@ -56,11 +56,12 @@ impl DfdxMlp {
     }
 
     fn input(&self, t: f64, y: &[f64], batch: usize) -> Mat {
-        let d = self.cfg.dim;
-        let d_in = d + usize::from(self.cfg.time_input);
+        let cfg = self.inner.config();
+        let d = cfg.dim;
+        let d_in = d + usize::from(cfg.time_input);
         let mut x = Vec::with_capacity(batch * d_in);
         for row in y.chunks_exact(d) {
-            if self.cfg.time_input {
+            if cfg.time_input {
                 x.push(t);
             }
             x.extend_from_slice(row);
@@ -83,44 +84,43 @@ fn mlp_forward<T: Tape<f64, Cpu> + Merge<T> + Default>(x: Tensor<(usize, usize),
 
 impl VectorField for DfdxMlp {
     fn dim(&self) -> usize {
-        self.cfg.dim
+        self.inner.dim()
     }
     fn n_params(&self) -> usize {
-        self.theta.len()
+        self.inner.n_params()
     }
     fn params(&self) -> Vec<f64> {
-        self.theta.clone()
+        self.inner.params()
     }
     fn set_params(&mut self, theta: &[f64]) -> Result<()> {
-        check_len("MLP parameters", self.theta.len(), theta.len())?;
-        self.theta.copy_from_slice(theta);
-        Ok(())
+        self.inner.set_params(theta)
     }
     fn eval(&self, t: f64, y: &[f64], out: &mut [f64]) -> Result<()> {
-        let batch = batch_size(self.cfg.dim, y.len())?;
+        let batch = batch_size(self.dim(), y.len())?;
         check_len("vector-field output", y.len(), out.len())?;
         let f = mlp_forward(self.input(t, y, batch), &self.tensors());
         out.copy_from_slice(&f.as_vec());
         Ok(())
     }
     fn vjp(&self, t: f64, y: &[f64], a: &[f64], a_y: &mut [f64], a_theta: &mut [f64]) -> Result<()> {
-        let batch = batch_size(self.cfg.dim, y.len())?;
+        let cfg = self.inner.config();
+        let batch = batch_size(cfg.dim, y.len())?;
         check_len("VJP cotangent", y.len(), a.len())?;
         check_len("VJP state cotangent output", y.len(), a_y.len())?;
-        check_len("VJP parameter cotangent output", self.theta.len(), a_theta.len())?;
+        check_len("VJP parameter cotangent output", self.n_params(), a_theta.len())?;
         let x = self.input(t, y, batch);
         let layers = self.tensors();
         let f = mlp_forward(x.trace(Gradients::leaky()), &layers);
-        let at = self.dev.tensor_from_vec(a.to_vec(), (batch, self.cfg.dim));
+        let at = self.dev.tensor_from_vec(a.to_vec(), (batch, cfg.dim));
         let g = (f * at).sum::<Rank0, _>().backward();
         let xb = g.get(&x).as_vec();
         let d_in = xb.len() / batch;
-        let off = d_in - self.cfg.dim;
-        for (dst, row) in a_y.chunks_exact_mut(self.cfg.dim).zip(xb.chunks_exact(d_in)) {
+        let off = d_in - cfg.dim;
+        for (dst, row) in a_y.chunks_exact_mut(cfg.dim).zip(xb.chunks_exact(d_in)) {
             dst.copy_from_slice(&row[off..]);
         }
         let mut p = 0;
-        for ((i, o), (wt, b)) in self.cfg.layer_sizes().into_iter().zip(&layers) {
+        for ((i, o), (wt, b)) in cfg.layer_sizes().into_iter().zip(&layers) {
             let wg = g.get(wt).as_vec();
             for r in 0..o {
                 for c in 0..i {
@@ -135,7 +135,7 @@ impl VectorField for DfdxMlp {
         Ok(())
     }
     fn name(&self) -> String {
-        format!("dfdx {}", Mlp::from_params(self.cfg, self.theta.clone()).map(|m| m.name()).unwrap_or_default())
+        format!("dfdx {}", self.inner.name())
     }
 }
 

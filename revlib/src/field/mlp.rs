@@ -90,6 +90,10 @@ impl Mlp {
     pub fn config(&self) -> MlpConfig {
         self.cfg
     }
+    /// The flat parameters (borrowed).
+    pub fn theta(&self) -> &[f64] {
+        &self.theta
+    }
 
     /// Length of the saved activations for a batch.
     fn acts_len(&self, batch: usize) -> usize {
