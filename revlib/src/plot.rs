@@ -10,10 +10,11 @@ use crate::error::{Error, Result};
 pub use plotly;
 use plotly::common::{Mode as PlotMode, Title};
 use plotly::layout::{Axis, AxisType, Layout};
-use plotly::{Plot, Scatter};
+use plotly::{HeatMap, Plot, Scatter};
 use std::path::Path;
 
-/// Display a figure in a notebook cell.
+/// Display a figure in a notebook cell. evcxr keeps one rich output per cell (the last), so
+/// show one figure per cell.
 pub fn show(plot: &Plot) {
     // evcxr may link a fresh copy of revlib into each cell, so a counter alone is not unique:
     // add the clock.
@@ -90,6 +91,20 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: Vec<Series>
         }
     };
     plot.set_layout(Layout::new().title(Title::with_text(title)).x_axis(axis(x_label, log_x)).y_axis(axis(y_label, log_y)).height(420));
+    plot
+}
+
+/// A heat map of `z[i][j]` at `(x[j], y[i])`.
+pub fn heatmap(title: &str, x_label: &str, y_label: &str, x: Vec<f64>, y: Vec<f64>, z: Vec<Vec<f64>>) -> Plot {
+    let mut plot = Plot::new();
+    plot.add_trace(HeatMap::new(x, y, z));
+    plot.set_layout(
+        Layout::new()
+            .title(Title::with_text(title))
+            .x_axis(Axis::new().title(Title::with_text(x_label)))
+            .y_axis(Axis::new().title(Title::with_text(y_label)))
+            .height(420),
+    );
     plot
 }
 

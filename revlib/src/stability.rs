@@ -18,6 +18,9 @@ use crate::field::{Linear, OdeTerm};
 use crate::solver::Solver;
 use num_complex::Complex64 as C;
 
+/// The complex type of this module (re-exported so notebooks need no extra dependency).
+pub use num_complex::Complex64;
+
 /// The complex amplification matrix $M(w)$ of one step of `solver` with $h = 1$ on
 /// $y' = w\,y$, row-major, with its size $m$.
 ///
