@@ -2,8 +2,9 @@
 
 Usage: python notebooks/run.py [--mode quick|default|full] [--out reports] [--only NN]
 
-For each notebooks/NN_*.ipynb (in order): execute it with the `revlib-rust` kernel (evcxr)
-in notebooks/, with REVLIB_MODE and REVLIB_RESULTS set; write the executed notebook and a
+For each notebooks/NN_*.ipynb (in order): execute it
+in notebooks/ with the `rust` (evcxr) kernel that setup.sh registered in .venv, and REVLIB_MODE
+and REVLIB_RESULTS set; write the executed notebook and a
 self-contained HTML page (plotly.js embedded once per page, so figures render offline) to
 the output folder, plus an index page. Exits non-zero on the first cell error, including a
 failed assertion a notebook makes about its own results.
@@ -24,7 +25,7 @@ from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
 
 ROOT = Path(__file__).resolve().parent.parent
-KERNEL = "revlib-rust"
+KERNEL = "rust"
 
 
 def plotly_scripts(out: Path) -> str:
@@ -67,6 +68,10 @@ def main() -> int:
     (out / "figures").mkdir(exist_ok=True)
     env_mode = {"REVLIB_MODE": args.mode, "REVLIB_RESULTS": str(out)}
     os.environ.update(env_mode)
+    # The kernel spec that notebooks/setup.sh registered in .venv comes first, ahead of any
+    # user-wide `rust` kernel.
+    venv_share = str(ROOT / ".venv" / "share" / "jupyter")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join([venv_share] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p])
     scripts = plotly_scripts(out)
     books = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if args.only:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-time setup of the notebook pipeline: a local Python virtual environment with the
 # packages of environment.yml, the pinned evcxr Jupyter kernel, and a kernel spec registered
-# in that environment only (name `revlib-rust`; no user-wide kernel is touched).
+# in that environment only (name `rust`, as evcxr names it; run.py puts .venv/share/jupyter first on
+# JUPYTER_PATH so this one is used even where a user-wide `rust` kernel exists; none is touched).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EVCXR_VERSION=0.22.0
@@ -21,7 +22,7 @@ if [ -z "$EVCXR" ] || [ "$installed" = 0 ]; then
 fi
 # evcxr needs the standard library's sources for completions; harmless if rustup is absent.
 command -v rustup >/dev/null && rustup component add rust-src >/dev/null 2>&1 || true
-spec=.venv/share/jupyter/kernels/revlib-rust
+spec=.venv/share/jupyter/kernels/rust
 mkdir -p "$spec"
 cat > "$spec/kernel.json" <<JSON
 {"argv": ["$EVCXR", "--control_file", "{connection_file}"], "display_name": "Rust (revlib, evcxr $EVCXR_VERSION)", "language": "rust", "interrupt_mode": "message"}
