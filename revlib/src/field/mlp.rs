@@ -325,12 +325,10 @@ fn gemm(
     if m * n * k <= SMALL_GEMM {
         // Tiny products (batch 1, or the 2-wide input/output layers): packing would dominate.
         #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-                // SAFETY: the CPU supports the features the function is compiled for.
-                unsafe { small_gemm_avx2(m, k, n, a, (rsa, csa), b, (rsb, csb), beta, c, (rsc, csc)) };
-                return;
-            }
+        if avx2_fma() {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            unsafe { small_gemm_avx2(m, k, n, a, (rsa, csa), b, (rsb, csb), beta, c, (rsc, csc)) };
+            return;
         }
         small_gemm(m, k, n, a, (rsa, csa), b, (rsb, csb), beta, c, (rsc, csc));
         return;
@@ -433,14 +431,18 @@ impl VectorField for Mlp {
 /// polynomials) is selected at run time.
 pub fn tanh_inplace(xs: &mut [f64]) {
     #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
-            // SAFETY: the CPU supports the features the function is compiled for (checked above).
-            unsafe { tanh_avx2(xs) };
-            return;
-        }
+    if avx2_fma() {
+        // SAFETY: the CPU supports the features the function is compiled for (checked above).
+        unsafe { tanh_avx2(xs) };
+        return;
     }
     tanh_loop(xs);
+}
+
+/// Whether the CPU has AVX2 and FMA, for the kernels compiled twice (baseline and AVX2+FMA).
+#[cfg(target_arch = "x86_64")]
+fn avx2_fma() -> bool {
+    std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
 }
 
 #[cfg(target_arch = "x86_64")]
