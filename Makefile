@@ -1,5 +1,5 @@
 # The README's two commands: `make report` (main job) and `make test` (what CI runs).
-.PHONY: report test test-rust test-notebooks check-reports bench setup
+.PHONY: report test test-rust test-notebooks check-reports bench side-by-side experiments setup
 
 # Main job: set up the notebook pipeline once, execute every notebook in default mode, and
 # write the executed notebooks, HTML pages, figures and JSON results to reports/.
@@ -26,3 +26,14 @@ setup:
 # The gradient benchmark of the core (JSON lines on stdout).
 bench:
 	cargo run --release -p revlib --bin revlib -- bench
+
+# revlib vs diffrax on the same problem and threads (JSON lines + ratios; benchmarks/side-by-side.jsonl).
+side-by-side:
+	cargo build --release -p revlib
+	[ -x .venv-bench/bin/python ] || (python3 -m venv .venv-bench && .venv-bench/bin/pip install -q -r benchmarks/requirements.txt)
+	.venv-bench/bin/python benchmarks/side_by_side.py
+
+# The talk's experiments at full size (about two hours on 2 cores; resumes where it stopped).
+experiments:
+	cargo build --release -p revlib
+	./target/release/revlib experiment all --mode full

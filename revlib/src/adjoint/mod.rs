@@ -39,7 +39,10 @@ use crate::solver::Solver;
 /// assert_eq!(rev.stats.peak_stored_states, 1);
 /// # Ok(()) }
 /// ```
+///
+/// In JSON an adjoint is its [`key`](Adjoint::key), e.g. `"checkpoint_8"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(into = "String", try_from = "String")]
 pub enum Adjoint {
     /// Backpropagation through every step, all carries stored.
     #[doc(alias = "RecursiveCheckpointAdjoint")]
@@ -58,6 +61,19 @@ pub enum Adjoint {
     /// The reversible adjoint: reconstruct every step exactly with the solver's inverse.
     #[doc(alias = "ReversibleAdjoint")]
     Reversible,
+}
+
+impl From<Adjoint> for String {
+    fn from(a: Adjoint) -> String {
+        a.key()
+    }
+}
+
+impl TryFrom<String> for Adjoint {
+    type Error = Error;
+    fn try_from(key: String) -> Result<Self> {
+        Adjoint::from_key(&key)
+    }
 }
 
 /// The result of a gradient computation.

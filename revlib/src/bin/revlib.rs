@@ -1,9 +1,15 @@
-//! `revlib` command line: benchmarks (and, later, the experiment drivers).
+//! `revlib` command line: the gradient benchmark and the experiment drivers.
 
 use clap::{Parser, Subcommand};
 use revlib::bench::{predict_seconds, run_case, Case, Provenance};
+use revlib::experiments::runtime::{runtime_case, RuntimeRecord};
+use revlib::experiments::train::{train, RunRecord, RunSpec};
+use revlib::experiments::{append_jsonl, physical_grid, read_jsonl, runtime_grid, white_dwarf_grid, EXPERIMENTS};
+use revlib::notebook::Mode;
 use revlib::Adjoint;
-use std::process::Command;
+use std::io::BufRead;
+use std::path::Path;
+use std::process::{Command, Stdio};
 
 #[derive(Parser)]
 #[command(name = "revlib", version, about = "Reversible ODE solvers: benchmarks and experiments")]
@@ -35,6 +41,41 @@ enum Cmd {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// Run an experiment grid (white-dwarf, physical, runtime, or all): one process per run,
+    /// progress bars, one JSON line per finished run appended to `<out>/<experiment>.jsonl`.
+    /// Runs already in that file are skipped, so an interrupted grid resumes where it stopped.
+    Experiment {
+        /// white-dwarf, physical, runtime or all.
+        name: String,
+        /// Grid size: quick, default or full.
+        #[arg(long, default_value = "full")]
+        mode: String,
+        /// Output directory (default: results/<mode>).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Start again: delete the results file first instead of resuming.
+        #[arg(long)]
+        fresh: bool,
+        /// Repeats per runtime case.
+        #[arg(long, default_value_t = 10)]
+        repeats: usize,
+    },
+    /// Train one run described by a JSON `RunSpec` (used by `experiment`); progress on stderr.
+    #[command(hide = true)]
+    TrainRun {
+        #[arg(long)]
+        spec: String,
+    },
+    /// Time one runtime case (used by `experiment runtime`).
+    #[command(hide = true)]
+    RuntimeCase {
+        #[arg(long)]
+        n: usize,
+        #[arg(long)]
+        adjoint: String,
+        #[arg(long)]
+        repeats: usize,
+    },
     /// Print the <script> tags with plotly.js for offline reports (needs feature `plot`).
     PlotlyJs,
     /// Run one benchmark case in this process (used by `bench`).
@@ -62,6 +103,34 @@ fn main() {
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
     match Cli::parse().cmd {
+        Cmd::TrainRun { spec } => {
+            let spec: RunSpec = serde_json::from_str(&spec)?;
+            let mut last = std::time::Instant::now();
+            let rec = train(&spec, |step, loss| {
+                if last.elapsed().as_millis() > 200 || step == spec.train_steps {
+                    eprintln!("progress {step} {loss:e}");
+                    last = std::time::Instant::now();
+                }
+            })?;
+            println!("{}", serde_json::to_string(&rec)?);
+        }
+        Cmd::RuntimeCase { n, adjoint, repeats } => {
+            let rec = runtime_case(n, Adjoint::from_key(&adjoint)?, repeats, 0)?;
+            println!("{}", serde_json::to_string(&rec)?);
+        }
+        Cmd::Experiment { name, mode, out, fresh, repeats } => {
+            let mode = match mode.as_str() {
+                "quick" => Mode::Quick,
+                "default" => Mode::Default,
+                "full" => Mode::Full,
+                m => return Err(format!("unknown mode `{m}` (quick, default, full)").into()),
+            };
+            let out = out.unwrap_or_else(|| std::path::PathBuf::from("results").join(mode.name()));
+            let names: Vec<&str> = if name == "all" { EXPERIMENTS.to_vec() } else { vec![name.as_str()] };
+            for name in names {
+                run_experiment(name, mode, &out, fresh, repeats)?;
+            }
+        }
         Cmd::PlotlyJs => {
             #[cfg(feature = "plot")]
             println!("{}", revlib::plot::plotly_js());
@@ -117,5 +186,69 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             bar.finish_and_clear();
         }
     }
+    Ok(())
+}
+
+/// Run one experiment grid, resuming from its results file.
+fn run_experiment(name: &str, mode: Mode, out: &Path, fresh: bool, repeats: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let path = out.join(format!("{name}.jsonl"));
+    if fresh && path.exists() {
+        std::fs::remove_file(&path)?;
+    }
+    let prov = Provenance::collect(0, mode.name());
+    let exe = std::env::current_exe()?;
+    // (key, arguments of the child process, training steps for the inner bar)
+    let jobs: Vec<(String, Vec<String>, u64)> = match name {
+        "white-dwarf" | "physical" => {
+            let grid = if name == "white-dwarf" { white_dwarf_grid(mode) } else { physical_grid(mode) };
+            grid.iter().map(|s| Ok((s.key(), vec!["train-run".into(), "--spec".into(), serde_json::to_string(s)?], s.train_steps as u64))).collect::<Result<_, serde_json::Error>>()?
+        }
+        "runtime" => runtime_grid(mode)
+            .into_iter()
+            .map(|(n, a)| (format!("n{n}/{}", a.key()), vec!["runtime-case".into(), "--n".into(), n.to_string(), "--adjoint".into(), a.key(), "--repeats".into(), repeats.to_string()], 0))
+            .collect(),
+        other => return Err(format!("unknown experiment `{other}` (white-dwarf, physical, runtime, all)").into()),
+    };
+    let done: Vec<String> = if name == "runtime" {
+        read_jsonl::<RuntimeRecord>(&path)?.into_iter().map(|r| format!("n{}/{}", r.n, r.adjoint)).collect()
+    } else {
+        read_jsonl::<RunRecord>(&path)?.into_iter().map(|r| r.key).collect()
+    };
+    let todo: Vec<_> = jobs.into_iter().filter(|j| !done.contains(&j.0)).collect();
+    eprintln!("{name} ({}): {} runs done, {} to go → {}", mode.name(), done.len(), todo.len(), path.display());
+    let bars = indicatif::MultiProgress::new();
+    let style = indicatif::ProgressStyle::with_template("{prefix:>12} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} (eta {eta})")?;
+    let outer = bars.add(indicatif::ProgressBar::new(todo.len() as u64).with_style(style.clone()).with_prefix(name.to_string()));
+    for (key, args, steps) in todo {
+        outer.set_message(key.clone());
+        let inner = bars.add(indicatif::ProgressBar::new(steps.max(1)).with_style(style.clone()).with_prefix("steps"));
+        let mut child = Command::new(&exe).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+        let mut err_text = String::new();
+        if let Some(stderr) = child.stderr.take() {
+            for line in std::io::BufReader::new(stderr).lines() {
+                let line = line?;
+                let mut it = line.split_whitespace();
+                match (it.next(), it.next(), it.next()) {
+                    (Some("progress"), Some(step), Some(loss)) => {
+                        inner.set_position(step.parse().unwrap_or(0));
+                        inner.set_message(format!("loss {loss}"));
+                    }
+                    _ => {
+                        err_text.push_str(&line);
+                        err_text.push('\n');
+                    }
+                }
+            }
+        }
+        let output = child.wait_with_output()?;
+        inner.finish_and_clear();
+        if !output.status.success() {
+            return Err(format!("run {key} failed: {err_text}").into());
+        }
+        let v: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+        append_jsonl(&path, &v, &prov)?;
+        outer.inc(1);
+    }
+    outer.finish();
     Ok(())
 }
