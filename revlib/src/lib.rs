@@ -54,6 +54,7 @@
 //! ## Features
 //! - `cuda`: forwards to dfdx's CUDA backend (with `ci-check`, builds without a GPU).
 //! - `plot`: figures for the notebooks (module `plot`: plotly.rs with plotly.js embedded).
+//! - `tables`: result tables for the notebooks (module `table`: polars data frames as HTML).
 
 #![warn(missing_docs)]
 
@@ -71,6 +72,8 @@ pub mod notebook;
 pub mod plot;
 pub mod solver;
 pub mod stability;
+#[cfg(feature = "tables")]
+pub mod table;
 pub mod tableau;
 
 pub use adjoint::{rel_err, Adjoint, Gradient};

@@ -129,8 +129,8 @@ mod tests {
             let fd = (loss.value_and_grad(&ts, &yp).unwrap().0 - loss.value_and_grad(&ts, &ym).unwrap().0) / 2e-6;
             assert!((fd - g[k][0]).abs() < 1e-8, "output {k}: {fd} vs {}", g[k][0]);
         }
-        // y(0.25) = 1 + (0.5 - 1) * 0.625 = 0.6875; y(0.5) = 0.4; y(0.9) = 0.1; y(1) = -0.1
-        let want = ((0.6875f64 - 0.3).powi(2) + 0.3f64.powi(2) + 0.3f64.powi(2) + 0.5f64.powi(2)) / 4.0;
+        // y(0.25) = 1 + (0.5 - 1) * 0.625 = 0.6875; y(0.5) = 0.4; y(0.9) = 0.0; y(1) = -0.1
+        let want = ((0.6875f64 - 0.3).powi(2) + 0.3f64.powi(2) + 0.2f64.powi(2) + 0.5f64.powi(2)) / 4.0;
         assert!((v - want).abs() < 1e-14, "{v} vs {want}");
     }
 }

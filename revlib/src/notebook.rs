@@ -86,3 +86,16 @@ pub fn write_results<T: serde::Serialize>(dir: &Path, name: &str, mode: Mode, se
     std::fs::write(&path, text).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })?;
     Ok(path)
 }
+
+/// A number with 3 significant digits (scientific notation outside [1e-3, 1e5)).
+pub fn fmt_num(x: f64) -> String {
+    if x == 0.0 || !x.is_finite() {
+        return format!("{x}");
+    }
+    let a = x.abs();
+    if !(1e-3..1e5).contains(&a) {
+        return format!("{x:.2e}");
+    }
+    let digits = (2 - a.log10().floor() as i32).max(0) as usize;
+    format!("{x:.digits$}")
+}

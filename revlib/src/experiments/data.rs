@@ -21,7 +21,10 @@ pub const REQUIRE_DATA_VAR: &str = "REVLIB_REQUIRE_DATA";
 pub fn data_dir() -> PathBuf {
     match std::env::var_os(DATA_DIR_VAR) {
         Some(d) => PathBuf::from(d),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data"),
+        None => {
+            let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
+            d.canonicalize().unwrap_or(d)
+        }
     }
 }
 

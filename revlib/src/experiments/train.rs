@@ -10,6 +10,7 @@ use crate::integrate::{solve, Adaptive, SaveAt, SolveOptions, Stepping};
 use crate::loss::{InterpMse, Loss, Mse};
 use crate::nn::{Adam, AdamConfig, WeightDecay};
 use crate::solver::{ExplicitRk, Reversible, Solver};
+use std::path::Path;
 use std::time::Instant;
 
 /// The systems of the talk's experiment tables.
@@ -106,13 +107,21 @@ pub struct Task {
 /// White dwarf constants of the experiment: C, interval, steps.
 const WD: (f64, f64, usize) = (0.001, 5.0, 1000);
 
-/// Build the task of a run. Measured data are read from `<data dir>/schmidt-lipson/`; when the
-/// file is missing, the trajectory is simulated from the physical equations instead (unless
-/// `REVLIB_REQUIRE_DATA=1`, which makes that an error).
+/// Build the task of a run, reading measured data from [`data_dir`] (see [`task_from`]).
+///
+/// # Errors
+/// As [`task_from`].
+pub fn task(spec: &RunSpec) -> Result<Task> {
+    task_from(spec, &data_dir(), data_required())
+}
+
+/// Build the task of a run. Measured data are read from `<dir>/schmidt-lipson/`; when the file
+/// is missing, the trajectory is simulated from the physical equations instead, unless
+/// `required` (then the missing file is an error).
 ///
 /// # Errors
 /// Unknown solver names, unreadable data, or a missing file when data are required.
-pub fn task(spec: &RunSpec) -> Result<Task> {
+pub fn task_from(spec: &RunSpec, dir: &Path, required: bool) -> Result<Task> {
     let solver = run_solver(&spec.solver, spec.adjoint)?;
     let mlp = |dim: usize, time_input: bool| Mlp::new(MlpConfig { dim, width: 10, depth: 1, time_input }, spec.seed);
     match spec.system {
@@ -139,7 +148,7 @@ pub fn task(spec: &RunSpec) -> Result<Task> {
         System::Oscillator | System::Pendulum => {
             let osc = spec.system == System::Oscillator;
             let (file, t_end, scale) = if osc { ("real_double_linear_h_1.txt", 3.0, 100.0) } else { ("real_double_pend_h_1.txt", 2.0, 10.0) };
-            let (grid, states, source) = measured_or_simulated(file, t_end, scale, osc)?;
+            let (grid, states, source) = measured_or_simulated(dir, required, file, t_end, scale, osc)?;
             let y0 = states[0].clone();
             let targets = states[1..].to_vec();
             let dt = grid[1];
@@ -163,9 +172,9 @@ pub fn task(spec: &RunSpec) -> Result<Task> {
 
 /// 500 points of the first trial of a Schmidt & Lipson file on `[0, t_end]` (time shifted to
 /// start at 0, linear interpolation, states divided by `scale`), or a simulated stand-in.
-fn measured_or_simulated(file: &str, t_end: f64, scale: f64, osc: bool) -> Result<(Vec<f64>, Vec<Vec<f64>>, String)> {
-    let path = data_dir().join("schmidt-lipson").join(file);
-    if path.exists() || data_required() {
+fn measured_or_simulated(dir: &Path, required: bool, file: &str, t_end: f64, scale: f64, osc: bool) -> Result<(Vec<f64>, Vec<Vec<f64>>, String)> {
+    let path = dir.join("schmidt-lipson").join(file);
+    if path.exists() || required {
         let trials = load_schmidt_lipson(&path)?;
         let (g, s) = trials[0].resample(500, t_end, scale)?;
         let source = format!("measured: {} (trial {}, t − t_first ∈ [0, {t_end}] s, 500 points by linear interpolation, ÷{scale})", path.display(), trials[0].id);
@@ -228,11 +237,18 @@ pub struct RunRecord {
 ///
 /// # Errors
 /// Everything the gradient can return (e.g. a non-finite state, with its time and step).
-pub fn train(spec: &RunSpec, mut progress: impl FnMut(usize, f64)) -> Result<RunRecord> {
+pub fn train(spec: &RunSpec, progress: impl FnMut(usize, f64)) -> Result<RunRecord> {
+    train_task(spec, task(spec)?, progress)
+}
+
+/// [`train`] on a task built by the caller (e.g. with [`task_from`]).
+///
+/// # Errors
+/// As [`train`].
+pub fn train_task(spec: &RunSpec, t: Task, mut progress: impl FnMut(usize, f64)) -> Result<RunRecord> {
     if spec.train_steps == 0 {
         return Err(Error::InvalidArgument { name: "train_steps", value: 0.0, expected: "at least 1" });
     }
-    let t = task(spec)?;
     let mut field = t.field;
     let mut theta = field.params();
     let mut opt = Adam::new(theta.len(), AdamConfig { lr: 1e-2, weight_decay: Some(WeightDecay::Decoupled(1e-5)), ..Default::default() })?;
