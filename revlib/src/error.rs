@@ -86,6 +86,24 @@ pub enum Error {
         /// Name of the solver given.
         solver: String,
     },
+    /// A fixed-point iteration stopped at `max_steps` without meeting its tolerance (strict mode).
+    #[error("fixed-point iteration did not converge in {iterations} iterations: relative residual {residual:e} > tol {tol:e}")]
+    NoConvergence {
+        /// Iterations run.
+        iterations: usize,
+        /// Final relative residual ‖z − f(z)‖ / ‖f(z)‖.
+        residual: f64,
+        /// The tolerance asked for.
+        tol: f64,
+    },
+    /// A fixed-point iterate (or its reconstruction) stopped being finite.
+    #[error("non-finite fixed-point iterate at iteration {iteration}{context}")]
+    NonFiniteIterate {
+        /// Iteration that produced it.
+        iteration: usize,
+        /// Extra context (e.g. "during reversible reconstruction").
+        context: String,
+    },
     /// An error from the tensor backend (dfdx).
     #[error("tensor backend: {0}")]
     Backend(String),

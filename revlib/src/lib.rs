@@ -60,6 +60,7 @@
 
 pub mod adjoint;
 pub mod bench;
+pub mod deq;
 pub mod error;
 pub mod experiments;
 pub mod field;
