@@ -3,6 +3,9 @@
 //!
 //! Every dfdx call in revlib lives in this module, so a later backend change touches one file.
 
+pub mod lm;
+pub mod transformer;
+
 use crate::error::{check_len, Error, Result};
 use crate::field::{batch_size, Mlp, MlpConfig, VectorField};
 use dfdx::prelude::*;
@@ -176,6 +179,24 @@ impl Adam {
         let m = dev.try_alloc_len(n).map_err(backend)?;
         let v = dev.try_alloc_len(n).map_err(backend)?;
         Ok(Self { cfg, t: 0, m, v, dev })
+    }
+
+    /// The optimiser's state (step count, first and second moments), for checkpoints.
+    pub fn state(&self) -> (i32, Vec<f64>, Vec<f64>) {
+        (self.t, self.m.iter().copied().collect(), self.v.iter().copied().collect())
+    }
+
+    /// Restore a state written by [`state`](Self::state).
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] if the moments' lengths differ from the optimiser's.
+    pub fn set_state(&mut self, t: i32, m: &[f64], v: &[f64]) -> Result<()> {
+        check_len("Adam first moment", self.m.len(), m.len())?;
+        check_len("Adam second moment", self.v.len(), v.len())?;
+        self.t = t;
+        self.m.copy_from_slice(m);
+        self.v.copy_from_slice(v);
+        Ok(())
     }
 
     /// One update `theta ← theta − step(grad)`.

@@ -43,19 +43,19 @@ pub fn frame(records: &[serde_json::Value], columns: &[&str]) -> Result<DataFram
             }
         })
         .collect();
-    DataFrame::new(cols).map_err(|e| Error::Backend(format!("polars: {e}")))
+    DataFrame::new(records.len(), cols).map_err(|e| Error::Backend(format!("polars: {e}")))
 }
 
 /// An HTML table of a data frame (numbers to 3 significant digits, nulls as "—").
 pub fn to_html(df: &DataFrame) -> String {
     let mut s = String::from("<table class=\"revlib-table\"><thead><tr>");
-    for c in df.get_columns() {
+    for c in df.columns() {
         s += &format!("<th>{}</th>", escape(c.name().as_str()));
     }
     s += "</tr></thead><tbody>";
     for i in 0..df.height() {
         s += "<tr>";
-        for c in df.get_columns() {
+        for c in df.columns() {
             let cell = match c.get(i) {
                 Ok(AnyValue::Null) | Err(_) => "—".to_string(),
                 Ok(AnyValue::Float64(x)) => fmt_num(x),

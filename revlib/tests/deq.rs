@@ -107,7 +107,7 @@ fn implicit_and_phantom_gradients_approach_the_exact_one() {
     let tight = FixedPointOptions { tol: 1e-14, max_steps: 200, strict: true };
     let fp = fixed_point(&f, &x, FixedPointSolver::Relaxed { beta: 0.9 }, &tight, true).unwrap();
     let exact_g = backward(&f, &x, &fp, &c, DeqBackward::Unrolled).unwrap();
-    let imp = backward(&f, &x, &fp, &c, DeqBackward::Implicit { tol: 1e-12, max_steps: 200 }).unwrap();
+    let imp = backward(&f, &x, &fp, &c, DeqBackward::Implicit { tol: 1e-12, max_steps: 200, strict: true }).unwrap();
     // The stopping rule's absolute 1e-8 floor ends the forward solve at a residual ~1e-8, so the
     // unrolled gradient (through those iterations) and the implicit one (at z*) differ at that level.
     assert!(rel_err(&imp.d_theta, &exact_g.d_theta) < 1e-6, "{}", rel_err(&imp.d_theta, &exact_g.d_theta));
@@ -148,6 +148,6 @@ fn bad_input_gives_clear_errors() {
     assert!(matches!(backward(&f, &x, &fp, &x, DeqBackward::Reversible), Err(Error::NotReversible { .. })));
     assert!(matches!(backward(&f, &x, &fp, &x, DeqBackward::Unrolled), Err(Error::Unsupported(_))));
     assert!(matches!(backward(&f, &x, &fp, &[1.0], DeqBackward::Reversible), Err(Error::ShapeMismatch { .. })));
-    let e = backward(&f, &x, &fp, &x, DeqBackward::Implicit { tol: 1e-30, max_steps: 2 }).unwrap_err();
+    let e = backward(&f, &x, &fp, &x, DeqBackward::Implicit { tol: 1e-30, max_steps: 2, strict: true }).unwrap_err();
     assert!(matches!(e, Error::NoConvergence { iterations: 2, .. }), "{e}");
 }

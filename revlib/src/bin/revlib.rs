@@ -4,6 +4,8 @@ use clap::{Parser, Subcommand};
 use revlib::bench::{predict_seconds, run_case, Case, Provenance};
 use revlib::experiments::runtime::{runtime_case, RuntimeRecord};
 use revlib::experiments::train::{train, RunRecord, RunSpec};
+use revlib::experiments::lm::{study_models, train_lm, LmResult, StudyConfig};
+use revlib::experiments::wikitext::wikitext2_or_generated;
 use revlib::experiments::{append_jsonl, physical_grid, read_jsonl, runtime_grid, white_dwarf_grid, EXPERIMENTS};
 use revlib::notebook::Mode;
 use revlib::Adjoint;
@@ -59,6 +61,21 @@ enum Cmd {
         /// Repeats per runtime case.
         #[arg(long, default_value_t = 10)]
         repeats: usize,
+    },
+    /// The perplexity study: transformers, an implicit DEQ and a RevDEQ trained on the same
+    /// WikiText-2 tokens (or the generated corpus when the files are absent). One JSON line per
+    /// model in `<out>/lm-study.jsonl`; checkpoints in `<out>/lm-checkpoints/`; finished models
+    /// are skipped and an interrupted model resumes from its last checkpoint.
+    LmStudy {
+        /// Sizes: quick, default or full.
+        #[arg(long, default_value = "full")]
+        mode: String,
+        /// Output directory (default: results/<mode>).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+        /// Only these models (comma-separated names).
+        #[arg(long, value_delimiter = ',')]
+        models: Vec<String>,
     },
     /// Train one run described by a JSON `RunSpec` (used by `experiment`); progress on stderr.
     #[command(hide = true)]
@@ -118,13 +135,13 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             let rec = runtime_case(n, Adjoint::from_key(&adjoint)?, repeats, 0)?;
             println!("{}", serde_json::to_string(&rec)?);
         }
+        Cmd::LmStudy { mode, out, models } => {
+            let mode = parse_mode(&mode)?;
+            let out = out.unwrap_or_else(|| std::path::PathBuf::from("results").join(mode.name()));
+            lm_study(mode, &out, &models)?;
+        }
         Cmd::Experiment { name, mode, out, fresh, repeats } => {
-            let mode = match mode.as_str() {
-                "quick" => Mode::Quick,
-                "default" => Mode::Default,
-                "full" => Mode::Full,
-                m => return Err(format!("unknown mode `{m}` (quick, default, full)").into()),
-            };
+            let mode = parse_mode(&mode)?;
             let out = out.unwrap_or_else(|| std::path::PathBuf::from("results").join(mode.name()));
             let names: Vec<&str> = if name == "all" { EXPERIMENTS.to_vec() } else { vec![name.as_str()] };
             for name in names {
@@ -250,5 +267,49 @@ fn run_experiment(name: &str, mode: Mode, out: &Path, fresh: bool, repeats: usiz
         outer.inc(1);
     }
     outer.finish();
+    Ok(())
+}
+
+fn parse_mode(mode: &str) -> Result<Mode, Box<dyn std::error::Error>> {
+    Ok(match mode {
+        "quick" => Mode::Quick,
+        "default" => Mode::Default,
+        "full" => Mode::Full,
+        m => return Err(format!("unknown mode `{m}` (quick, default, full)").into()),
+    })
+}
+
+/// Train every model of the perplexity study that is not in the results file yet.
+fn lm_study(mode: Mode, out: &Path, only: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+    let cfg = StudyConfig::for_mode(mode);
+    let corpus = wikitext2_or_generated(cfg.max_vocab)?;
+    let path = out.join("lm-study.jsonl");
+    let done: Vec<String> = read_jsonl::<LmResult>(&path)?.into_iter().map(|r| r.name).collect();
+    let ckdir = out.join("lm-checkpoints");
+    std::fs::create_dir_all(&ckdir)?;
+    let prov = Provenance::collect(cfg.seed, mode.name());
+    eprintln!("corpus: {} ({} training tokens, vocabulary {})", corpus.source, corpus.train.len(), corpus.vocab.len());
+    for spec in study_models(&cfg, corpus.vocab.len()) {
+        if done.contains(&spec.name) || (!only.is_empty() && !only.contains(&spec.name)) {
+            continue;
+        }
+        if only.is_empty() {
+            // One process per model, so each peak RSS is the model's own.
+            let status = Command::new(std::env::current_exe()?).args(["lm-study", "--mode", mode.name(), "--out"]).arg(out).args(["--models", &spec.name]).status()?;
+            if !status.success() {
+                return Err(format!("model {} failed", spec.name).into());
+            }
+            continue;
+        }
+        let bar = indicatif::ProgressBar::new(cfg.steps() as u64).with_style(indicatif::ProgressStyle::with_template("{prefix:>14} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} (eta {eta})")?).with_prefix(spec.name.clone());
+        let ck = ckdir.join(format!("{}.json", spec.name));
+        let res = train_lm(&corpus, &cfg, &spec, Some(&ck), |step, _, loss| {
+            bar.set_position(step as u64);
+            bar.set_message(format!("loss {loss:.3}"));
+        })?;
+        bar.finish();
+        eprintln!("{}: test perplexity {:.1}, {:.1} NFE per forward pass, {:.0} s", res.name, res.test_ppl, res.forward_nfe, res.train_sec);
+        append_jsonl(&path, &res, &prov)?;
+    }
     Ok(())
 }

@@ -352,8 +352,12 @@ pub enum DeqBackward {
     Implicit {
         /// Relative tolerance on the adjoint iteration.
         tol: f64,
-        /// Maximum adjoint iterations (strictly enforced: no convergence is an error).
+        /// Maximum adjoint iterations.
         max_steps: usize,
+        /// When true, not converging within `max_steps` is [`Error::NoConvergence`]; when
+        /// false the last adjoint iterate is used (truncated implicit gradient, as DEQ training
+        /// does).
+        strict: bool,
     },
     /// Phantom gradient: backprop through `k` relaxed steps $z \leftarrow (1-\beta)z + \beta f(z)$
     /// started at $z^*$.
@@ -450,7 +454,7 @@ pub fn backward(f: &dyn FixedPointMap, x: &[f64], fp: &FixedPoint, dz: &[f64], m
                 check_finite(&y, k, " during reversible reconstruction")?;
             }
         }
-        DeqBackward::Implicit { tol, max_steps } => {
+        DeqBackward::Implicit { tol, max_steps, strict } => {
             g.stored_states = 1;
             let mut gv = dz.to_vec();
             let mut dummy_t = vec![0.0; f.n_params()];
@@ -471,7 +475,7 @@ pub fn backward(f: &dyn FixedPointMap, x: &[f64], fp: &FixedPoint, dz: &[f64], m
                     break;
                 }
             }
-            if !converged {
+            if !converged && strict {
                 return Err(Error::NoConvergence { iterations: g.iterations, residual: res, tol });
             }
             f.vjp(&fp.z, x, &gv, &mut a_z, &mut g.d_theta, &mut g.d_x)?;

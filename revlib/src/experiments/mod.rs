@@ -9,8 +9,10 @@
 //! notebooks run the quick grids themselves and load the files the command wrote.
 
 pub mod data;
+pub mod lm;
 pub mod runtime;
 pub mod train;
+pub mod wikitext;
 
 use crate::adjoint::Adjoint;
 use crate::bench::Provenance;
