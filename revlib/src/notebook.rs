@@ -87,10 +87,14 @@ pub fn write_results<T: serde::Serialize>(dir: &Path, name: &str, mode: Mode, se
     Ok(path)
 }
 
-/// A number with 3 significant digits (scientific notation outside [1e-3, 1e5)).
+/// A number with 3 significant digits (scientific notation outside [1e-3, 1e5)); whole
+/// numbers below 1e9 print as integers.
 pub fn fmt_num(x: f64) -> String {
     if x == 0.0 || !x.is_finite() {
         return format!("{x}");
+    }
+    if x.fract() == 0.0 && x.abs() < 1e9 {
+        return format!("{}", x as i64);
     }
     let a = x.abs();
     if !(1e-3..1e5).contains(&a) {

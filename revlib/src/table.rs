@@ -91,6 +91,7 @@ mod tests {
         assert!(html.contains("<td>3</td><td>—</td>"), "{html}");
         assert_eq!(fmt_num(1.7449), "1.74");
         assert_eq!(fmt_num(263.97), "264");
+        assert_eq!(fmt_num(1000.0), "1000");
         assert_eq!(fmt_num(0.0123), "0.0123");
     }
 }

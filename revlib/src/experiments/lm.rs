@@ -281,3 +281,30 @@ pub fn train_lm(corpus: &Corpus, cfg: &StudyConfig, spec: &ModelSpec, checkpoint
         test_unk_fraction: corpus.test_unk_fraction,
     })
 }
+
+/// A row of the talk's WikiText-103 table (`data/published/revdeq-2025.json`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PublishedLm {
+    /// Model name.
+    pub model: String,
+    /// Parameters in millions.
+    pub params_millions: f64,
+    /// Function evaluations per forward pass (DEQs only).
+    pub function_evaluations: Option<f64>,
+    /// Test perplexity.
+    pub test_ppl: f64,
+    /// Where the row comes from.
+    pub reference: String,
+}
+
+/// The talk's perplexity table with its source.
+///
+/// # Errors
+/// [`Error::Io`] if the embedded file does not parse (a build defect).
+pub fn published_lm() -> Result<(String, Vec<PublishedLm>)> {
+    let text = include_str!("../../../data/published/revdeq-2025.json");
+    let io = |e: serde_json::Error| Error::Io { path: "data/published/revdeq-2025.json".into(), reason: e.to_string() };
+    let doc: serde_json::Value = serde_json::from_str(text).map_err(io)?;
+    let rows = serde_json::from_value(doc["records"].clone()).map_err(io)?;
+    Ok((doc["source"].as_str().unwrap_or("").to_string(), rows))
+}
