@@ -178,3 +178,12 @@ fn a_tiny_study_trains_resumes_and_reports() {
     assert_eq!(whole.stored_states, 2);
     std::fs::remove_file(&ck).unwrap();
 }
+
+#[test]
+fn the_talks_perplexity_table_loads_with_its_source() {
+    let (source, rows) = revlib::experiments::lm::published_lm().unwrap();
+    assert!(source.contains("talk-transcript"));
+    assert_eq!(rows.len(), 7);
+    let best = rows.iter().min_by(|a, b| a.test_ppl.total_cmp(&b.test_ppl)).unwrap();
+    assert_eq!((best.model.as_str(), best.params_millions, best.function_evaluations, best.test_ppl), ("RevDEQ", 169.0, Some(8.0), 20.7));
+}

@@ -302,9 +302,5 @@ pub struct PublishedLm {
 /// # Errors
 /// [`Error::Io`] if the embedded file does not parse (a build defect).
 pub fn published_lm() -> Result<(String, Vec<PublishedLm>)> {
-    let text = include_str!("../../../data/published/revdeq-2025.json");
-    let io = |e: serde_json::Error| Error::Io { path: "data/published/revdeq-2025.json".into(), reason: e.to_string() };
-    let doc: serde_json::Value = serde_json::from_str(text).map_err(io)?;
-    let rows = serde_json::from_value(doc["records"].clone()).map_err(io)?;
-    Ok((doc["source"].as_str().unwrap_or("").to_string(), rows))
+    super::parse_published(include_str!("../../../data/published/revdeq-2025.json"), "data/published/revdeq-2025.json")
 }

@@ -151,8 +151,12 @@ pub struct Published {
 /// # Errors
 /// [`Error::Io`] if the embedded file does not parse (a build defect).
 pub fn published() -> Result<(String, Vec<Published>)> {
-    let text = include_str!("../../../data/published/mccallum-foster-2024.json");
-    let io = |e: serde_json::Error| Error::Io { path: "data/published/mccallum-foster-2024.json".into(), reason: e.to_string() };
+    parse_published(include_str!("../../../data/published/mccallum-foster-2024.json"), "data/published/mccallum-foster-2024.json")
+}
+
+/// `(source, records)` of a published-numbers file (`{"source": …, "records": [...]}`).
+pub(crate) fn parse_published<T: serde::de::DeserializeOwned>(text: &str, path: &str) -> Result<(String, Vec<T>)> {
+    let io = |e: serde_json::Error| Error::Io { path: path.into(), reason: e.to_string() };
     let doc: serde_json::Value = serde_json::from_str(text).map_err(io)?;
     let records = serde_json::from_value(doc["records"].clone()).map_err(io)?;
     Ok((doc["source"].as_str().unwrap_or("").to_string(), records))
