@@ -2,7 +2,7 @@
 //! (Anderson forward, implicit backward) and a RevDEQ (reversible iteration, exact reversible
 //! backward), sharing embedding, positional embedding and output head.
 //!
-//! Tokens → $x = E[w] + P[\text{pos}]$ → $z$ → logits $= z W_{\text{out}}$ → mean next-token NLL.
+//! Tokens → $x = E_w + P_{\text{pos}}$ → $z$ → logits $= z W_{\text{out}}$ → mean next-token NLL.
 //! The explicit transformer stacks $L$ blocks with input injection, $z_{l+1} = f_l(z_l, x)$ from
 //! $z_0 = 0$ (one layer is exactly one application of the DEQ's block); the (Rev)DEQ solves
 //! $z = f(z, x)$ with one weight-tied block. Blocks run in f32, states and parameters are f64.
