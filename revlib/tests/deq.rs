@@ -150,4 +150,13 @@ fn bad_input_gives_clear_errors() {
     assert!(matches!(backward(&f, &x, &fp, &[1.0], DeqBackward::Reversible), Err(Error::ShapeMismatch { .. })));
     let e = backward(&f, &x, &fp, &x, DeqBackward::Implicit { tol: 1e-30, max_steps: 2, strict: true }).unwrap_err();
     assert!(matches!(e, Error::NoConvergence { iterations: 2, .. }), "{e}");
+    // An expanding map: the implicit adjoint iteration diverges; strict mode says so, the
+    // truncated mode stops at the last finite iterate and flags it.
+    let grow = TanhMap::random(4, 3.0, 1, 2).unwrap();
+    let xg = vec![0.01; 4];
+    let fp = fixed_point(&grow, &xg, FixedPointSolver::Picard, &FixedPointOptions { tol: 1e-3, max_steps: 5, strict: false }, false).unwrap();
+    let e = backward(&grow, &xg, &fp, &[1.0; 4], DeqBackward::Implicit { tol: 1e-8, max_steps: 500, strict: true }).unwrap_err();
+    assert!(matches!(e, Error::NonFiniteIterate { .. } | Error::NoConvergence { .. }), "{e}");
+    let g = backward(&grow, &xg, &fp, &[1.0; 4], DeqBackward::Implicit { tol: 1e-8, max_steps: 500, strict: false }).unwrap();
+    assert!(g.diverged && g.d_theta.iter().all(|v| v.is_finite()), "{g:?}");
 }

@@ -387,6 +387,8 @@ pub struct DeqGradient {
     pub stored_states: usize,
     /// Adjoint iterations (implicit) or unrolled steps.
     pub iterations: usize,
+    /// The implicit adjoint iteration diverged and was cut short (non-strict mode only).
+    pub diverged: bool,
 }
 
 /// Pull `dz` $= \partial L/\partial z^*$ back through the fixed-point solve `fp`.
@@ -400,7 +402,7 @@ pub fn backward(f: &dyn FixedPointMap, x: &[f64], fp: &FixedPoint, dz: &[f64], m
     let n = x.len();
     check_len("dL/dz*", n, dz.len())?;
     check_len("fixed point", n, fp.z.len())?;
-    let mut g = DeqGradient { d_theta: vec![0.0; f.n_params()], d_x: vec![0.0; n], nfe: 0, vjps: 0, stored_states: 0, iterations: 0 };
+    let mut g = DeqGradient { d_theta: vec![0.0; f.n_params()], d_x: vec![0.0; n], nfe: 0, vjps: 0, stored_states: 0, iterations: 0, diverged: false };
     let mut a_z = vec![0.0; n];
     match method {
         DeqBackward::Unrolled => {
@@ -465,7 +467,16 @@ pub fn backward(f: &dyn FixedPointMap, x: &[f64], fp: &FixedPoint, dz: &[f64], m
                 f.vjp(&fp.z, x, &gv, &mut a_z, &mut dummy_t, &mut dummy_x)?;
                 g.vjps += 1;
                 let next: Vec<f64> = a_z.iter().zip(dz).map(|(a, d)| a + d).collect();
-                check_finite(&next, it, " in the implicit adjoint iteration")?;
+                // A diverging adjoint iteration (the Jacobian's spectral radius above 1): strict
+                // mode reports it; otherwise the last finite iterate is used and flagged.
+                let blown = next.iter().any(|v| !v.is_finite()) || norm(&next) > 1e6 * norm(dz).max(1e-300);
+                if blown {
+                    if strict {
+                        return Err(Error::NonFiniteIterate { iteration: it, context: " in the implicit adjoint iteration (diverging)".into() });
+                    }
+                    g.diverged = true;
+                    break;
+                }
                 let (r, nn) = residual(&gv, &next);
                 gv = next;
                 g.iterations = it;

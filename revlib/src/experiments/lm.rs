@@ -122,6 +122,10 @@ pub struct LmResult {
     pub backward_evals: usize,
     /// Hidden states held for the backward pass (each batch × S × d).
     pub stored_states: usize,
+    /// Training steps whose implicit adjoint iteration diverged and was cut short (the
+    /// implicit DEQ only; counted since the last resume).
+    #[serde(default)]
+    pub adjoint_divergences: usize,
     /// Training loss every `log_every` steps.
     pub losses: Vec<f64>,
     /// Steps between entries of `losses`.
@@ -194,6 +198,7 @@ pub fn train_lm(corpus: &Corpus, cfg: &StudyConfig, spec: &ModelSpec, checkpoint
     let mut order: Vec<usize> = Vec::new();
     let mut batch = Vec::with_capacity(cfg.batch * (cfg.seq_len + 1));
     let mut clock = Instant::now();
+    let mut divergences = 0;
     while step < steps {
         let epoch = step / per_epoch;
         if order.is_empty() || epoch != last.0 {
@@ -218,6 +223,7 @@ pub fn train_lm(corpus: &Corpus, cfg: &StudyConfig, spec: &ModelSpec, checkpoint
             losses.push(loss);
         }
         last.1 = stats.backward_nfe + stats.backward_vjps;
+        divergences += usize::from(stats.adjoint_diverged);
         step += 1;
         progress(step, steps, loss);
         if let Some(path) = checkpoint {
@@ -271,6 +277,7 @@ pub fn train_lm(corpus: &Corpus, cfg: &StudyConfig, spec: &ModelSpec, checkpoint
         test_residual: res / batches as f64,
         backward_evals: last.1,
         stored_states,
+        adjoint_divergences: divergences,
         losses,
         log_every,
         train_sec,

@@ -87,6 +87,8 @@ pub struct LmStats {
     pub residual: f64,
     /// Hidden-state tensors held for the backward pass (each B × S × d).
     pub stored_states: usize,
+    /// The implicit adjoint iteration diverged and was cut short.
+    pub adjoint_diverged: bool,
 }
 
 /// A language model with flat f64 parameters (embedding V × d, positions S × d, blocks, head d × V).
@@ -269,6 +271,7 @@ impl LanguageModel {
                 stats.backward_nfe = g.nfe;
                 stats.backward_vjps = g.vjps;
                 stats.stored_states = g.stored_states;
+                stats.adjoint_diverged = g.diverged;
             }
             _ => {
                 let mut zbar = dz;
