@@ -24,11 +24,22 @@ impl Mode {
     /// # Errors
     /// [`Error::Unsupported`] for an unknown value.
     pub fn from_env() -> Result<Self> {
-        match std::env::var("REVLIB_MODE").as_deref() {
-            Err(_) | Ok("") | Ok("default") => Ok(Mode::Default),
-            Ok("quick") => Ok(Mode::Quick),
-            Ok("full") => Ok(Mode::Full),
-            Ok(other) => Err(Error::Unsupported(format!("REVLIB_MODE={other} (use quick, default or full)"))),
+        match std::env::var("REVLIB_MODE") {
+            Err(_) => Ok(Mode::Default),
+            Ok(v) if v.is_empty() => Ok(Mode::Default),
+            Ok(v) => Self::parse(&v).map_err(|_| Error::Unsupported(format!("REVLIB_MODE={v} (use quick, default or full)"))),
+        }
+    }
+    /// Parse `quick`, `default` or `full`.
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for another name.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            "quick" => Ok(Mode::Quick),
+            "default" => Ok(Mode::Default),
+            "full" => Ok(Mode::Full),
+            other => Err(Error::Unsupported(format!("unknown mode `{other}` (quick, default, full)"))),
         }
     }
     /// Pick a size by mode.

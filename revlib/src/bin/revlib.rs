@@ -136,12 +136,12 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             println!("{}", serde_json::to_string(&rec)?);
         }
         Cmd::LmStudy { mode, out, models } => {
-            let mode = parse_mode(&mode)?;
+            let mode = Mode::parse(&mode)?;
             let out = out.unwrap_or_else(|| std::path::PathBuf::from("results").join(mode.name()));
             lm_study(mode, &out, &models)?;
         }
         Cmd::Experiment { name, mode, out, fresh, repeats } => {
-            let mode = parse_mode(&mode)?;
+            let mode = Mode::parse(&mode)?;
             let out = out.unwrap_or_else(|| std::path::PathBuf::from("results").join(mode.name()));
             let names: Vec<&str> = if name == "all" { EXPERIMENTS.to_vec() } else { vec![name.as_str()] };
             for name in names {
@@ -270,35 +270,32 @@ fn run_experiment(name: &str, mode: Mode, out: &Path, fresh: bool, repeats: usiz
     Ok(())
 }
 
-fn parse_mode(mode: &str) -> Result<Mode, Box<dyn std::error::Error>> {
-    Ok(match mode {
-        "quick" => Mode::Quick,
-        "default" => Mode::Default,
-        "full" => Mode::Full,
-        m => return Err(format!("unknown mode `{m}` (quick, default, full)").into()),
-    })
-}
-
 /// Train every model of the perplexity study that is not in the results file yet.
 fn lm_study(mode: Mode, out: &Path, only: &[String]) -> Result<(), Box<dyn std::error::Error>> {
     let cfg = StudyConfig::for_mode(mode);
-    let corpus = wikitext2_or_generated(cfg.max_vocab)?;
     let path = out.join("lm-study.jsonl");
     let done: Vec<String> = read_jsonl::<LmResult>(&path)?.into_iter().map(|r| r.name).collect();
     let ckdir = out.join("lm-checkpoints");
     std::fs::create_dir_all(&ckdir)?;
     let prov = Provenance::collect(cfg.seed, mode.name());
-    eprintln!("corpus: {} ({} training tokens, vocabulary {})", corpus.source, corpus.train.len(), corpus.vocab.len());
-    for spec in study_models(&cfg, corpus.vocab.len()) {
-        if done.contains(&spec.name) || (!only.is_empty() && !only.contains(&spec.name)) {
-            continue;
-        }
-        if only.is_empty() {
-            // One process per model, so each peak RSS is the model's own.
+    if only.is_empty() {
+        // Dispatch one process per model (so each peak RSS is the model's own). Model names do not
+        // depend on the corpus, so the parent does not load it.
+        for spec in study_models(&cfg, cfg.max_vocab) {
+            if done.contains(&spec.name) {
+                continue;
+            }
             let status = Command::new(std::env::current_exe()?).args(["lm-study", "--mode", mode.name(), "--out"]).arg(out).args(["--models", &spec.name]).status()?;
             if !status.success() {
                 return Err(format!("model {} failed", spec.name).into());
             }
+        }
+        return Ok(());
+    }
+    let corpus = wikitext2_or_generated(cfg.max_vocab)?;
+    eprintln!("corpus: {} ({} training tokens, vocabulary {})", corpus.source, corpus.train.len(), corpus.vocab.len());
+    for spec in study_models(&cfg, corpus.vocab.len()) {
+        if done.contains(&spec.name) || !only.contains(&spec.name) {
             continue;
         }
         let bar = indicatif::ProgressBar::new(cfg.steps() as u64).with_style(indicatif::ProgressStyle::with_template("{prefix:>14} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} (eta {eta})")?).with_prefix(spec.name.clone());

@@ -8,7 +8,7 @@
 
 use super::wikitext::Corpus;
 use crate::error::{Error, Result};
-use crate::nn::lm::{LanguageModel, LmConfig, LmKind};
+use crate::nn::lm::{LanguageModel, LmConfig, LmKind, LmStats};
 use crate::nn::transformer::{BlockConfig, BlockKind};
 use crate::nn::{Adam, AdamConfig};
 use crate::notebook::Mode;
@@ -194,17 +194,18 @@ pub fn train_lm(corpus: &Corpus, cfg: &StudyConfig, spec: &ModelSpec, checkpoint
         }
     }
     let per_epoch = train_w.len() / cfg.batch;
-    let mut last = (0usize, 0usize);
+    let mut epoch_seen = None;
+    let mut last_stats: Option<LmStats> = None;
     let mut order: Vec<usize> = Vec::new();
     let mut batch = Vec::with_capacity(cfg.batch * (cfg.seq_len + 1));
     let mut clock = Instant::now();
     let mut divergences = 0;
     while step < steps {
         let epoch = step / per_epoch;
-        if order.is_empty() || epoch != last.0 {
+        if epoch_seen != Some(epoch) {
             order = (0..train_w.len()).collect();
             order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(cfg.seed.wrapping_add(epoch as u64)));
-            last.0 = epoch;
+            epoch_seen = Some(epoch);
         }
         let k = step % per_epoch;
         batch.clear();
@@ -222,8 +223,8 @@ pub fn train_lm(corpus: &Corpus, cfg: &StudyConfig, spec: &ModelSpec, checkpoint
         if step % log_every == 0 {
             losses.push(loss);
         }
-        last.1 = stats.backward_nfe + stats.backward_vjps;
         divergences += usize::from(stats.adjoint_diverged);
+        last_stats = Some(stats);
         step += 1;
         progress(step, steps, loss);
         if let Some(path) = checkpoint {
@@ -242,9 +243,11 @@ pub fn train_lm(corpus: &Corpus, cfg: &StudyConfig, spec: &ModelSpec, checkpoint
     if checkpoint.is_none() {
         train_sec += clock.elapsed().as_secs_f64();
     }
-    // Stored states of the backward pass, from one gradient.
-    let probe: Vec<u32> = order.first().map(|&w| train_w[w].to_vec()).unwrap_or_else(|| train_w[0].to_vec());
-    let stored_states = model.loss_and_grad(&probe)?.2.stored_states;
+    // Backward costs from the last step (one extra gradient only when a finished run was resumed).
+    let last_stats = match last_stats {
+        Some(st) => st,
+        None => model.loss_and_grad(train_w[0])?.2,
+    };
     let t = Instant::now();
     let mut test = &corpus.test[..];
     if cfg.eval_tokens > 0 && test.len() > cfg.eval_tokens + 1 {
@@ -275,8 +278,8 @@ pub fn train_lm(corpus: &Corpus, cfg: &StudyConfig, spec: &ModelSpec, checkpoint
         test_tokens: count,
         forward_nfe: nfe / batches as f64,
         test_residual: res / batches as f64,
-        backward_evals: last.1,
-        stored_states,
+        backward_evals: last_stats.backward_nfe + last_stats.backward_vjps,
+        stored_states: last_stats.stored_states,
         adjoint_divergences: divergences,
         losses,
         log_every,

@@ -58,7 +58,8 @@ type T1 = Tensor<(usize,), f32, Cpu>;
 type T2 = Tensor<(usize, usize), f32, Cpu>;
 type T3<T> = Tensor<(usize, usize, usize), f32, Cpu, T>;
 
-/// The parameter tensors of one call, in layout order.
+/// The parameter tensors (f32), in layout order; rebuilt when the parameters change, not per call.
+#[derive(Debug, Clone)]
 struct Params {
     wq: T2,
     wk: T2,
@@ -82,6 +83,7 @@ pub struct TransformerBlock {
     theta: Vec<f64>,
     dev: Cpu,
     mask: T2,
+    p: Params,
 }
 
 impl TransformerBlock {
@@ -117,7 +119,8 @@ impl TransformerBlock {
         // Position i attends to j ≤ i only.
         let mask: Vec<f32> = (0..s * s).map(|k| if k % s > k / s { -1e9 } else { 0.0 }).collect();
         let mask = dev.tensor_from_vec(mask, (s, s));
-        Ok(Self { cfg, theta, dev, mask })
+        let p = tensors(&dev, &cfg, &theta);
+        Ok(Self { cfg, theta, dev, mask, p })
     }
     /// Configuration.
     pub fn config(&self) -> BlockConfig {
@@ -134,33 +137,10 @@ impl TransformerBlock {
     pub fn set_params(&mut self, theta: &[f64]) -> Result<()> {
         check_len("transformer block parameters", self.theta.len(), theta.len())?;
         self.theta.copy_from_slice(theta);
+        self.p = tensors(&self.dev, &self.cfg, &self.theta);
         Ok(())
     }
 
-    fn tensors(&self) -> Params {
-        let (d, h) = (self.cfg.d_model, self.cfg.d_model * self.cfg.mlp_ratio);
-        let mut off = 0;
-        let mut take = |shape: (usize, usize)| {
-            let n = shape.0 * shape.1;
-            let v: Vec<f32> = self.theta[off..off + n].iter().map(|&a| a as f32).collect();
-            off += n;
-            v
-        };
-        let dev = &self.dev;
-        let wq = dev.tensor_from_vec(take((d, d)), (d, d));
-        let wk = dev.tensor_from_vec(take((d, d)), (d, d));
-        let wv = dev.tensor_from_vec(take((d, d)), (d, d));
-        let wo = dev.tensor_from_vec(take((d, d)), (d, d));
-        let g1 = dev.tensor_from_vec(take((d, 1)), (d,));
-        let n1 = dev.tensor_from_vec(take((d, 1)), (d,));
-        let w1 = dev.tensor_from_vec(take((d, h)), (d, h));
-        let b1 = dev.tensor_from_vec(take((h, 1)), (h,));
-        let w2 = dev.tensor_from_vec(take((h, d)), (h, d));
-        let b2 = dev.tensor_from_vec(take((d, 1)), (d,));
-        let g2 = dev.tensor_from_vec(take((d, 1)), (d,));
-        let n2 = dev.tensor_from_vec(take((d, 1)), (d,));
-        Params { wq, wk, wv, wo, g1, n1, w1, b1, w2, b2, g2, n2 }
-    }
 
     fn batch(&self, len: usize) -> Result<usize> {
         let per = self.cfg.seq_len * self.cfg.d_model;
@@ -173,6 +153,31 @@ impl TransformerBlock {
     fn input(&self, v: &[f64], b: usize) -> T3<NoneTape> {
         self.dev.tensor_from_vec(v.iter().map(|&a| a as f32).collect(), (b, self.cfg.seq_len, self.cfg.d_model))
     }
+}
+
+/// The f32 parameter tensors of a block from its flat f64 parameters.
+fn tensors(dev: &Cpu, cfg: &BlockConfig, theta: &[f64]) -> Params {
+    let (d, h) = (cfg.d_model, cfg.d_model * cfg.mlp_ratio);
+    let mut off = 0;
+    let mut take = |shape: (usize, usize)| {
+        let n = shape.0 * shape.1;
+        let v: Vec<f32> = theta[off..off + n].iter().map(|&a| a as f32).collect();
+        off += n;
+        v
+    };
+    let wq = dev.tensor_from_vec(take((d, d)), (d, d));
+    let wk = dev.tensor_from_vec(take((d, d)), (d, d));
+    let wv = dev.tensor_from_vec(take((d, d)), (d, d));
+    let wo = dev.tensor_from_vec(take((d, d)), (d, d));
+    let g1 = dev.tensor_from_vec(take((d, 1)), (d,));
+    let n1 = dev.tensor_from_vec(take((d, 1)), (d,));
+    let w1 = dev.tensor_from_vec(take((d, h)), (d, h));
+    let b1 = dev.tensor_from_vec(take((h, 1)), (h,));
+    let w2 = dev.tensor_from_vec(take((h, d)), (h, d));
+    let b2 = dev.tensor_from_vec(take((d, 1)), (d,));
+    let g2 = dev.tensor_from_vec(take((d, 1)), (d,));
+    let n2 = dev.tensor_from_vec(take((d, 1)), (d,));
+    Params { wq, wk, wv, wo, g1, n1, w1, b1, w2, b2, g2, n2 }
 }
 
 fn layer_norm<T: Tape<f32, Cpu> + Merge<T>>(h: T3<T>, g: &T1, b: &T1) -> T3<T> {
@@ -232,8 +237,7 @@ impl FixedPointMap for TransformerBlock {
         let b = self.batch(z.len())?;
         check_len("block x", z.len(), x.len())?;
         check_len("block output", z.len(), out.len())?;
-        let p = self.tensors();
-        let y = block_forward(self.input(z, b), &self.input(x, b), &p, &self.cfg, &self.mask);
+        let y = block_forward(self.input(z, b), &self.input(x, b), &self.p, &self.cfg, &self.mask);
         for (o, v) in out.iter_mut().zip(y.as_vec()) {
             *o = v as f64;
         }
@@ -245,10 +249,10 @@ impl FixedPointMap for TransformerBlock {
             check_len(what, z.len(), v)?;
         }
         check_len("block a_theta", self.theta.len(), a_theta.len())?;
-        let p = self.tensors();
+        let p = &self.p;
         let zt = self.input(z, b);
         let xt = self.input(x, b);
-        let y = block_forward(zt.trace(Gradients::leaky()), &xt, &p, &self.cfg, &self.mask);
+        let y = block_forward(zt.trace(Gradients::leaky()), &xt, p, &self.cfg, &self.mask);
         let g = (y * self.input(a, b)).sum::<Rank0, _>().backward();
         for (dst, v) in a_z.iter_mut().zip(g.get(&zt).as_vec()) {
             *dst = v as f64;
