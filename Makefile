@@ -1,17 +1,17 @@
 # The README's two commands: `make report` (main job) and `make test` (what CI runs).
-.PHONY: report test test-rust test-notebooks check-reports bench side-by-side experiments setup
+.PHONY: report test test-rust test-notebooks check-reports bench side-by-side schedules experiments lm-study setup bench-venv
 
 # Main job: set up the notebook pipeline once, execute every notebook in default mode, and
 # write the executed notebooks, HTML pages, figures and JSON results to reports/.
 report: setup
 	.venv/bin/python notebooks/run.py --mode default --out reports
 
-# Tests: unit, integration and doc tests of revlib, then every notebook in quick mode (a cell
-# error or a failed assertion a notebook makes about its own results fails the run).
+# Tests: unit, integration and doc tests of both crates, then every notebook in quick mode (a
+# cell error or a failed assertion a notebook makes about its own results fails the run).
 test: test-rust test-notebooks
 
 test-rust:
-	cargo test -p revlib
+	cargo test --workspace
 
 test-notebooks: setup
 	.venv/bin/python notebooks/run.py --mode quick --out reports/quick
@@ -25,15 +25,30 @@ setup:
 
 # The gradient benchmark of the core (JSON lines on stdout).
 bench:
-	cargo run --release -p revlib --bin revlib -- bench
+	cargo run --release -p revlib-lab --bin revlib -- bench
 
 # revlib vs diffrax on the same problem and threads (JSON lines + ratios; benchmarks/side-by-side.jsonl).
-side-by-side:
-	cargo build --release -p revlib
-	[ -x .venv-bench/bin/python ] || (python3 -m venv .venv-bench && .venv-bench/bin/pip install -q -r benchmarks/requirements.txt)
+side-by-side: bench-venv
+	cargo build --release -p revlib-lab
 	.venv-bench/bin/python benchmarks/side_by_side.py
+
+# Schedule or framework: the talk's runtime problem, every strategy, revlib and diffrax, each as a
+# multiple of its own framework's full storage (benchmarks/schedules.jsonl; about 30 minutes).
+schedules: bench-venv
+	cargo build --release -p revlib-lab
+	.venv-bench/bin/python benchmarks/schedules.py
+
+# The peer side: JAX / diffrax / equinox at the versions of benchmarks/requirements.txt.
+bench-venv:
+	[ -x .venv-bench/bin/python ] && cmp -s benchmarks/requirements.txt .venv-bench/requirements.stamp || \
+	  (python3 -m venv .venv-bench && .venv-bench/bin/pip install -q -r benchmarks/requirements.txt && cp benchmarks/requirements.txt .venv-bench/requirements.stamp)
 
 # The talk's experiments at full size (about two hours on 2 cores; resumes where it stopped).
 experiments:
-	cargo build --release -p revlib
-	./target/release/revlib experiment all --mode full
+	cargo build --release -p revlib-lab
+	./target/release/revlib experiment all --mode full --jobs 2
+
+# The perplexity study at full size (about two hours on 2 cores; resumes from checkpoints).
+lm-study:
+	cargo build --release -p revlib-lab
+	./target/release/revlib lm-study --mode full --jobs 2

@@ -44,7 +44,7 @@ def main():
     sec = {("revlib", r["adjoint"], r["B"], r["N"]): r["sec_per_grad"] for r in rev}
     sec.update({("diffrax", r["adjoint"], r["B"], r["N"]): r["sec_per_grad"] for r in dfx})
     stamp = {"date": datetime.date.today().isoformat(), "threads": a.threads, "cpu": rev[0]["provenance"]["cpu"],
-             "git_commit": rev[0]["provenance"]["git_commit"], "diffrax": dfx[0]["framework"]}
+             "git_commit": rev[0]["provenance"]["git_commit"], "diffrax": dfx[0]["framework"], "versions": dfx[0]["versions"]}
     out = []
     for b in map(int, a.batch.split(",")):
         for n in map(int, a.steps.split(",")):
@@ -60,6 +60,11 @@ def main():
                 row[f"speedup_reversible_vs_diffrax_{k}"] = sec[("diffrax", k, b, n)] / r_rev  # target >= 3 for c <= 8
                 row[f"ratio_{k}"] = sec[("revlib", k, b, n)] / sec[("diffrax", k, b, n)]
             row["ratio_backsolve"] = sec[("revlib", "backsolve", b, n)] / sec[("diffrax", "backsolve", b, n)]
+            # Each framework's strategies as multiples of its own full-storage time.
+            for fw in ("revlib", "diffrax"):
+                for k in [*ck, "backsolve", "reversible"]:
+                    if (fw, k, b, n) in sec:
+                        row[f"{fw}_{k}_over_own_full"] = sec[(fw, k, b, n)] / sec[(fw, "full_storage", b, n)]
             out.append(row)
             print(json.dumps(row), flush=True)
     with open(a.out, "w") as f:

@@ -33,7 +33,7 @@ def plotly_scripts(out: Path) -> str:
     cache = out / "plotly-js.html"
     if not cache.exists():
         js = subprocess.run(
-            ["cargo", "run", "-q", "--release", "-p", "revlib", "--features", "plot", "--bin", "revlib", "--", "plotly-js"],
+            ["cargo", "run", "-q", "--release", "-p", "revlib-lab", "--features", "plot", "--bin", "revlib", "--", "plotly-js"],
             cwd=ROOT, check=True, capture_output=True, text=True,
         ).stdout
         cache.write_text(js)
@@ -87,6 +87,17 @@ def main() -> int:
         except CellExecutionError as e:
             nbformat.write(nb, out / path.name)
             print(f"!! {path.name} failed:\n{e}", file=sys.stderr)
+            return 1
+        # evcxr reports a panic (a failed `assert!`) on stderr and carries on with the next cell,
+        # so a notebook's own checks would pass silently: treat any panic as a failure.
+        panics = [(i, o.get("text", "")) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+                  for o in c.get("outputs", []) if o.get("output_type") == "stream" and "panicked at" in o.get("text", "")]
+        if panics:
+            nbformat.write(nb, out / path.name)
+            i, _ = panics[0]
+            message = "".join(o.get("text", "") for o in nb.cells[i].get("outputs", []) if o.get("name") == "stderr")
+            message = message[message.find("panicked at"):].split("stack backtrace")[0].strip()
+            print(f"!! {path.name} failed: cell {i} panicked:\n{nb.cells[i].source}\n{message}", file=sys.stderr)
             return 1
         secs = time.time() - start
         print(f"   {secs:.0f} s", flush=True)

@@ -4,6 +4,9 @@
 //! a solve went wrong, the offending parameter value, the expected and found lengths.
 
 /// Errors returned by revlib. Library code never panics on user input; it returns one of these.
+///
+/// The library touches no files: errors of reading data or writing results belong to the
+/// caller (the `revlib-lab` crate has its own error type wrapping this one).
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
@@ -67,6 +70,31 @@ pub enum Error {
         /// The limit.
         max_steps: usize,
     },
+    /// A loss, a cotangent during the backward pass, or the final gradient is not finite (NaN
+    /// or infinite): the gradient would be meaningless, so none is returned.
+    #[error("non-finite {what} in the {strategy} gradient at step {step} (t = {t})")]
+    NonFiniteGradient {
+        /// The gradient strategy (its key, e.g. `reversible`).
+        strategy: String,
+        /// `loss`, `cotangent` or `gradient`.
+        what: &'static str,
+        /// The step whose backward pass produced it (N for the loss).
+        step: usize,
+        /// The time of that step's start.
+        t: f64,
+    },
+    /// The reversible adjoint rebuilt the initial state (or a stored carry) with a relative
+    /// error above the tolerance: round-off, amplified by the inverse, has made the rebuilt
+    /// trajectory — and so the gradient — inexact.
+    #[error("inexact reversible reconstruction: relative error {error:e} > tolerance {tol:e} (at step {step}); use fewer steps, a larger coupling λ, or Adjoint::ReversibleEvery(K) to store a carry every K steps")]
+    InexactReconstruction {
+        /// The certificate: relative error of the rebuilt state.
+        error: f64,
+        /// The tolerance it exceeded.
+        tol: f64,
+        /// The step at which it was measured (0: the initial state).
+        step: usize,
+    },
     /// A Butcher tableau fails validation.
     #[error("invalid Butcher tableau: {0}")]
     InvalidTableau(String),
@@ -104,18 +132,48 @@ pub enum Error {
         /// Extra context (e.g. "during reversible reconstruction").
         context: String,
     },
-    /// An error from the tensor backend (dfdx).
-    #[error("tensor backend: {0}")]
-    Backend(String),
-    /// Reading or parsing an input file failed.
-    #[error("{path}: {reason}")]
-    Io {
-        /// The file.
-        path: String,
-        /// What went wrong.
-        reason: String,
+    /// A text that should name a value (an adjoint key, a solver name, …) does not.
+    #[error("cannot parse {what} from `{input}` (expected {expected})")]
+    Parse {
+        /// What was being parsed.
+        what: &'static str,
+        /// The text given.
+        input: String,
+        /// The accepted forms.
+        expected: &'static str,
+    },
+    /// The tensor backend (dfdx) failed: out of memory, a device error, …
+    #[error("tensor backend failed in {op}")]
+    Backend {
+        /// The operation that failed.
+        op: &'static str,
+        /// The backend's error.
+        #[source]
+        source: BackendError,
     },
 }
+
+/// An error reported by the tensor backend, kept as the [`source`](std::error::Error::source)
+/// of [`Error::Backend`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendError {
+    message: String,
+}
+
+impl BackendError {
+    /// Wrap the backend's error (dfdx's device errors implement `Display` only).
+    pub fn new(err: impl std::fmt::Display) -> Self {
+        Self { message: err.to_string() }
+    }
+}
+
+impl std::fmt::Display for BackendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for BackendError {}
 
 /// `Result` with revlib's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;

@@ -9,7 +9,8 @@ use crate::loss::Loss;
 use crate::solver::Solver;
 
 /// Outcome of [`gradcheck`].
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct GradCheck {
     /// Indices of the parameters checked.
     pub theta_indices: Vec<usize>,
@@ -25,9 +26,27 @@ pub struct GradCheck {
     pub max_rel_err: f64,
 }
 
-/// Compare `adjoint`'s gradient with central differences $(L(x + \epsilon) - L(x - \epsilon))/2\epsilon$
-/// on up to `max_params` parameters (evenly spread) and every component of `y0`.
-/// The field's parameters are restored before returning.
+/// What [`gradcheck`] compares and how.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GradCheckOptions {
+    /// The gradient strategy checked.
+    pub adjoint: Adjoint,
+    /// Relative step $\epsilon$ of the central differences (scaled by $\max(|x|, 1)$).
+    pub eps: f64,
+    /// At most this many parameters are checked (evenly spread over θ).
+    pub max_params: usize,
+}
+
+impl Default for GradCheckOptions {
+    /// Full storage, ε = 1e-6, 16 parameters.
+    fn default() -> Self {
+        Self { adjoint: Adjoint::FullStorage, eps: 1e-6, max_params: 16 }
+    }
+}
+
+/// Compare `check.adjoint`'s gradient with central differences
+/// $(L(x + \epsilon) - L(x - \epsilon))/2\epsilon$ on up to `check.max_params` parameters (evenly
+/// spread) and every component of `y0`. The field's parameters are restored before returning.
 ///
 /// # Examples
 /// ```
@@ -35,24 +54,18 @@ pub struct GradCheck {
 /// # fn main() -> revlib::Result<()> {
 /// let mut field = Sir { b: 0.5, k: 0.1 };
 /// let opts = SolveOptions::fixed(0.0, 10.0, 200);
-/// let r = gradcheck(&mut field, &ExplicitRk::rk4(), &[0.99, 0.01, 0.0], &opts, &HalfSquaredNorm, Adjoint::FullStorage, 1e-6, 16)?;
+/// let r = gradcheck(&mut field, &ExplicitRk::rk4(), &[0.99, 0.01, 0.0], &opts, &HalfSquaredNorm, &GradCheckOptions::default())?;
 /// assert!(r.max_rel_err < 1e-6, "{}", r.max_rel_err);
 /// # Ok(()) }
 /// ```
 ///
 /// # Errors
 /// Whatever the solves return.
-#[allow(clippy::too_many_arguments)]
-pub fn gradcheck(
-    field: &mut dyn VectorField,
-    solver: &dyn Solver,
-    y0: &[f64],
-    opts: &SolveOptions,
-    loss: &dyn Loss,
-    adjoint: Adjoint,
-    eps: f64,
-    max_params: usize,
-) -> Result<GradCheck> {
+pub fn gradcheck(field: &mut dyn VectorField, solver: &dyn Solver, y0: &[f64], opts: &SolveOptions, loss: &dyn Loss, check: &GradCheckOptions) -> Result<GradCheck> {
+    let GradCheckOptions { adjoint, eps, max_params } = *check;
+    if !(eps > 0.0 && eps.is_finite()) {
+        return Err(crate::Error::InvalidArgument { name: "eps", value: eps, expected: "finite and > 0" });
+    }
     let g = adjoint.gradient(field, solver, y0, opts, loss)?;
     let theta = field.params();
     let p = theta.len();

@@ -1,11 +1,13 @@
 //! Forward solves: time stepping (fixed grids or adaptive), output times, cost counters.
 
+use crate::controller::{Attempt, ConstantController, ControllerMemory, PiController, StepSizeController};
 use crate::error::{Error, Result};
 use crate::field::{batch_size, Counted, OdeTerm, Term, VectorField};
-use crate::solver::Solver;
+use crate::solver::{Solver, Step};
 
 /// How the step times are chosen.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Stepping {
     /// `n` equal steps on `[t0, t1]`.
     Fixed {
@@ -14,19 +16,25 @@ pub enum Stepping {
     },
     /// Explicit step times, strictly increasing from `t0` to `t1` (both included).
     Grid(Vec<f64>),
-    /// Adaptive steps from an embedded error estimate and a PI controller.
+    /// Adaptive steps from an embedded error estimate and a step-size controller.
     Adaptive(Adaptive),
+    /// Steps of size `dt` from `t0` (the last one, and any that would pass an output time,
+    /// shortened to land on it); needs no error estimate.
+    Constant {
+        /// Step size.
+        dt: f64,
+    },
 }
 
-/// Settings of the adaptive step-size controller.
+/// Settings of adaptive stepping.
 ///
 /// A step is accepted when the RMS over **all** components of the batch of
 /// $e_i / (\text{atol} + \text{rtol}\max(|y_i|, |y_i'|))$ is at most 1: one step size is
-/// shared by the whole batch. The PI controller proposes
-/// $h' = h \cdot \mathrm{clamp}(0.9\, \epsilon_n^{-0.7/k}\, \epsilon_{n-1}^{0.4/k},\ 0.2,\ 10)$
-/// with $k$ = the error estimate's order + 1. Steps are clipped to land exactly on every
-/// output time (no interpolation), so outputs are differentiated exactly like any step.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+/// shared by the whole batch; the [`controller`](Adaptive::controller) chooses the next step
+/// (see [`crate::controller`]). Steps are clipped to land exactly on every output time (no
+/// interpolation), so outputs are differentiated exactly like any step.
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Adaptive {
     /// Relative tolerance.
     pub rtol: f64,
@@ -36,17 +44,22 @@ pub struct Adaptive {
     pub dt0: Option<f64>,
     /// Maximum number of attempted (accepted + rejected) steps.
     pub max_steps: usize,
+    /// The step-size controller.
+    pub controller: PiController,
 }
 
 impl Adaptive {
-    /// Tolerances with `dt0 = None` and `max_steps = 100_000`.
+    /// Default limit on attempted steps.
+    pub const MAX_STEPS: usize = 100_000;
+    /// Tolerances with `dt0 = None`, `max_steps = 100_000` and the default PI controller.
     pub fn new(rtol: f64, atol: f64) -> Self {
-        Self { rtol, atol, dt0: None, max_steps: 100_000 }
+        Self { rtol, atol, dt0: None, max_steps: Self::MAX_STEPS, controller: PiController::default() }
     }
 }
 
 /// Which states a solve returns (and a loss may depend on).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum SaveAt {
     /// Only $y(t_1)$.
     Final,
@@ -59,7 +72,8 @@ pub enum SaveAt {
 }
 
 /// Everything that defines a solve except the field, solver and initial state.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SolveOptions {
     /// Initial time.
     pub t0: f64,
@@ -88,7 +102,8 @@ impl SolveOptions {
 }
 
 /// Cost of a solve or a gradient, read by tests, benchmarks and notebooks.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Stats {
     /// Vector-field evaluations (including those inside the backward pass).
     pub field_evals: usize,
@@ -105,10 +120,18 @@ pub struct Stats {
     pub peak_stored_states: usize,
     /// Bytes of those carries plus the stored step times.
     pub peak_stored_bytes: usize,
+    /// The reversible adjoint's **certificate of exactness**: the largest relative error of a
+    /// carry it rebuilt against the carry it should equal — the initial carry, known from
+    /// $y_0$, and each carry stored by [`Adjoint::ReversibleEvery`](crate::Adjoint::ReversibleEvery).
+    /// Round-off level (≈ 1e-15) when the reconstruction, and so the gradient, is exact;
+    /// 0 for the other strategies.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub reconstruction_error: f64,
 }
 
 /// The outputs of a forward solve.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Solution {
     /// Output times.
     pub ts: Vec<f64>,
@@ -209,6 +232,9 @@ fn check_increasing(ts: &[f64], what: &'static str) -> Result<()> {
     if ts.is_empty() {
         return Err(Error::InvalidTimeGrid { reason: what, index: 0, t: f64::NAN });
     }
+    if let Some((i, &t)) = ts.iter().enumerate().find(|(_, t)| !t.is_finite()) {
+        return Err(Error::InvalidTimeGrid { reason: "times must be finite", index: i, t });
+    }
     for (i, w) in ts.windows(2).enumerate() {
         if !(w[1] > w[0]) {
             return Err(Error::InvalidTimeGrid { reason: "times must be strictly increasing", index: i + 1, t: w[1] });
@@ -237,7 +263,7 @@ pub(crate) fn fixed_grid(opts: &SolveOptions) -> Result<Option<StepTimes>> {
             }
             Ok(Some(StepTimes::Stored(g.clone())))
         }
-        Stepping::Adaptive(_) => Ok(None),
+        Stepping::Adaptive(_) | Stepping::Constant { .. } => Ok(None),
     }
 }
 
@@ -273,25 +299,95 @@ pub(crate) fn forward(
     solver: &dyn Solver,
     y0: &[f64],
     opts: &SolveOptions,
-    mut hook: impl FnMut(usize, &[f64]) -> Result<()>,
+    hook: impl FnMut(usize, &[f64]) -> Result<()>,
 ) -> Result<Forward> {
     let n = y0.len();
     let clen = solver.carry_len(term, n);
-    let mut carry = vec![0.0; clen];
-    let mut next = vec![0.0; clen];
-    solver.init(term, opts.t0, y0, &mut carry)?;
-    check_finite(&carry, opts.t0, 0)?;
-    let want = output_times(opts)?;
-    let mut out = Forward { times: StepTimes::Stored(vec![opts.t0]), out_times: vec![], outputs: vec![], out_nodes: vec![], final_carry: vec![], rejected: 0 };
-    let mut save = |out: &mut Forward, node: usize, t: f64, carry: &[f64]| {
-        out.out_times.push(t);
-        out.outputs.push(carry[..n].to_vec());
-        out.out_nodes.push(node);
+    let mut run = Run {
+        term,
+        solver,
+        n,
+        carry: vec![0.0; clen],
+        next: vec![0.0; clen],
+        out: Forward { times: StepTimes::Stored(vec![opts.t0]), out_times: vec![], outputs: vec![], out_nodes: vec![], final_carry: vec![], rejected: 0 },
+        hook,
     };
-    if let Some(grid) = fixed_grid(opts)? {
-        // Map output times to nodes.
+    solver.init(term, opts.t0, y0, &mut run.carry)?;
+    check_finite(&run.carry, opts.t0, 0)?;
+    let want = output_times(opts)?;
+    match (fixed_grid(opts)?, &opts.stepping) {
+        (Some(grid), _) => run.on_grid(grid, want.as_deref(), opts)?,
+        (None, Stepping::Adaptive(ad)) => {
+            ad.check()?;
+            let h0 = match ad.dt0 {
+                Some(h) if h > 0.0 && h.is_finite() => h,
+                Some(h) => return Err(Error::InvalidArgument { name: "dt0", value: h, expected: "finite and > 0" }),
+                None => run.initial_step(opts.t0, ad)?,
+            };
+            run.controlled(opts, want.as_deref(), &ad.controller, Some(ad), h0, ad.max_steps)?;
+        }
+        (None, Stepping::Constant { dt }) => {
+            if !(*dt > 0.0 && dt.is_finite()) {
+                return Err(Error::InvalidArgument { name: "dt", value: *dt, expected: "finite and > 0" });
+            }
+            let max_steps = ((opts.t1 - opts.t0) / dt).ceil() as usize + want.as_ref().map_or(0, Vec::len) + 1;
+            run.controlled(opts, want.as_deref(), &ConstantController, None, *dt, max_steps)?;
+        }
+        (None, _) => unreachable!("fixed_grid returns a grid for Fixed and Grid stepping"),
+    }
+    run.out.final_carry = run.carry;
+    Ok(run.out)
+}
+
+impl Adaptive {
+    fn check(&self) -> Result<()> {
+        for (name, v) in [("rtol", self.rtol), ("atol", self.atol)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(Error::InvalidArgument { name, value: v, expected: "finite and ≥ 0" });
+            }
+        }
+        if self.rtol == 0.0 && self.atol == 0.0 {
+            return Err(Error::InvalidArgument { name: "rtol + atol", value: 0.0, expected: "> 0" });
+        }
+        Ok(())
+    }
+    /// The scaled RMS norm of `v` for states `y0 → y1`.
+    fn rms(&self, v: &[f64], y0: &[f64], y1: &[f64]) -> f64 {
+        let sum: f64 = v.iter().enumerate().map(|(i, e)| (e / (self.atol + self.rtol * y0[i].abs().max(y1[i].abs()))).powi(2)).sum();
+        (sum / v.len() as f64).sqrt()
+    }
+}
+
+/// State of one forward solve.
+struct Run<'a, H> {
+    term: &'a dyn Term,
+    solver: &'a dyn Solver,
+    n: usize,
+    carry: Vec<f64>,
+    next: Vec<f64>,
+    out: Forward,
+    hook: H,
+}
+
+impl<H: FnMut(usize, &[f64]) -> Result<()>> Run<'_, H> {
+    fn save(&mut self, node: usize, t: f64) {
+        self.out.out_times.push(t);
+        self.out.outputs.push(self.carry[..self.n].to_vec());
+        self.out.out_nodes.push(node);
+    }
+
+    /// Accept the step just taken into `next`, ending at `t` (node `node`).
+    fn accept(&mut self, node: usize) -> Result<()> {
+        (self.hook)(node - 1, &self.carry)?;
+        std::mem::swap(&mut self.carry, &mut self.next);
+        Ok(())
+    }
+
+    /// Steps on a fixed grid; output times must be nodes of the grid.
+    fn on_grid(&mut self, grid: StepTimes, want: Option<&[f64]>, opts: &SolveOptions) -> Result<()> {
+        // Node of each output time (None: every node but t0).
         let mut node_of = Vec::new();
-        if let Some(ts) = &want {
+        if let Some(ts) = want {
             let tol = 1e-9 * (opts.t1 - opts.t0) / (grid.len() - 1) as f64;
             let mut j = 0;
             for (i, &t) in ts.iter().enumerate() {
@@ -305,131 +401,115 @@ pub(crate) fn forward(
             }
         }
         let mut k = 0;
-        let mut take = |out: &mut Forward, node: usize, carry: &[f64]| match &want {
-            None => {
-                if node > 0 {
-                    save(out, node, grid.at(node), carry);
-                }
+        for node in 0..grid.len() {
+            if node > 0 {
+                let s = Step::new(self.term, self.n, grid.at(node - 1), grid.at(node));
+                self.solver.step(s, &self.carry, &mut self.next, None)?;
+                check_finite(&self.next, s.t1, node)?;
+                self.accept(node)?;
             }
-            Some(_) => {
+            if want.is_none() {
+                if node > 0 {
+                    self.save(node, grid.at(node));
+                }
+            } else {
                 while k < node_of.len() && node_of[k] == node {
-                    save(out, node, grid.at(node), carry);
+                    self.save(node, grid.at(node));
                     k += 1;
                 }
             }
-        };
-        take(&mut out, 0, &carry);
-        for i in 0..grid.len() - 1 {
-            solver.step(term, n, grid.at(i), grid.at(i + 1), &carry, &mut next, None)?;
-            check_finite(&next, grid.at(i + 1), i + 1)?;
-            hook(i, &carry)?;
-            std::mem::swap(&mut carry, &mut next);
-            take(&mut out, i + 1, &carry);
         }
-        out.times = grid;
-    } else {
-        let Stepping::Adaptive(ad) = &opts.stepping else { unreachable!("fixed_grid returned None") };
-        adaptive_loop(term, solver, n, opts, ad, want, &mut carry, &mut next, &mut out, &mut save, &mut hook)?;
+        self.out.times = grid;
+        Ok(())
     }
-    out.final_carry = carry;
-    Ok(out)
-}
 
-#[allow(clippy::too_many_arguments)]
-fn adaptive_loop(
-    term: &dyn Term,
-    solver: &dyn Solver,
-    n: usize,
-    opts: &SolveOptions,
-    ad: &Adaptive,
-    want: Option<Vec<f64>>,
-    carry: &mut Vec<f64>,
-    next: &mut Vec<f64>,
-    out: &mut Forward,
-    save: &mut impl FnMut(&mut Forward, usize, f64, &[f64]),
-    hook: &mut impl FnMut(usize, &[f64]) -> Result<()>,
-) -> Result<()> {
-    if !solver.has_error_estimate() {
-        return Err(Error::NoErrorEstimate { solver: solver.name() });
+    /// Hairer's first-step heuristic $0.01\,\|y_0\|/\|f(t_0, y_0)\|$ in the scaled norm.
+    fn initial_step(&self, t0: f64, ad: &Adaptive) -> Result<f64> {
+        let y = &self.carry[..self.n];
+        let mut f0 = vec![0.0; self.term.vf_len(self.n)];
+        self.term.vf(t0, y, &mut f0)?;
+        let d0 = ad.rms(y, y, y);
+        let d1 = if f0.len() == self.n { ad.rms(&f0, y, y) } else { 0.0 };
+        Ok(if d0 < 1e-5 || d1 < 1e-5 { 1e-6 } else { 0.01 * d0 / d1 })
     }
-    for (name, v) in [("rtol", ad.rtol), ("atol", ad.atol)] {
-        if !(v >= 0.0 && v.is_finite()) {
-            return Err(Error::InvalidArgument { name, value: v, expected: "finite and ≥ 0" });
+
+    /// Steps chosen by a controller (with tolerances `tol` when it reads error estimates),
+    /// clipped to land on every output time and on $t_1$.
+    fn controlled(&mut self, opts: &SolveOptions, want: Option<&[f64]>, ctl: &dyn StepSizeController, tol: Option<&Adaptive>, h0: f64, max_steps: usize) -> Result<()> {
+        let needs_err = ctl.needs_error_estimate();
+        if needs_err && !self.solver.has_error_estimate() {
+            return Err(Error::NoErrorEstimate { solver: self.solver.name() });
         }
-    }
-    if ad.rtol == 0.0 && ad.atol == 0.0 {
-        return Err(Error::InvalidArgument { name: "rtol + atol", value: 0.0, expected: "> 0" });
-    }
-    let (t0, t1) = (opts.t0, opts.t1);
-    let scale = |y0: &[f64], y1: &[f64], i: usize| ad.atol + ad.rtol * y0[i].abs().max(y1[i].abs());
-    let rms = |v: &[f64], y0: &[f64], y1: &[f64]| (v.iter().enumerate().map(|(i, e)| (e / scale(y0, y1, i)).powi(2)).sum::<f64>() / v.len() as f64).sqrt();
-    let mut h = match ad.dt0 {
-        Some(h) if h > 0.0 && h.is_finite() => h,
-        Some(h) => return Err(Error::InvalidArgument { name: "dt0", value: h, expected: "finite and > 0" }),
-        None => {
-            let mut f0 = vec![0.0; term.vf_len(n)];
-            term.vf(t0, &carry[..n], &mut f0)?;
-            let d0 = rms(&carry[..n], &carry[..n], &carry[..n]);
-            let d1 = if f0.len() == n { rms(&f0, &carry[..n], &carry[..n]) } else { 0.0 };
-            if d0 < 1e-5 || d1 < 1e-5 { 1e-6 } else { 0.01 * d0 / d1 }
-        }
-    };
-    h = h.min(t1 - t0);
-    // Output times still to hit (for Steps: none to hit, save every node).
-    let targets: Vec<f64> = want.clone().unwrap_or_default();
-    let mut k = 0;
-    if want.is_some() {
-        while k < targets.len() && targets[k] == t0 {
-            save(out, 0, t0, carry);
-            k += 1;
-        }
-    }
-    let q = (solver.error_order() + 1) as f64;
-    let mut err = vec![0.0; n];
-    let mut prev_err: f64 = 1.0;
-    let mut t = t0;
-    let mut attempts = 0;
-    while t < t1 {
-        if attempts >= ad.max_steps {
-            return Err(Error::MaxStepsExceeded { t, t1, max_steps: ad.max_steps });
-        }
-        attempts += 1;
-        let stop = if k < targets.len() { targets[k] } else { t1 };
-        let mut tn = t + h;
-        if tn >= stop - 1e-12 * h.abs().max(stop.abs() * f64::EPSILON) {
-            tn = stop;
-        }
-        let dt = tn - t;
-        if !(dt > 4.0 * f64::EPSILON * t.abs().max(1.0)) {
-            return Err(Error::StepSizeUnderflow { t, step: out.times.len() - 1, dt });
-        }
-        solver.step(term, n, t, tn, carry, next, Some(&mut err))?;
-        let finite = next.iter().all(|v| v.is_finite());
-        let e = if finite { rms(&err, &carry[..n], &next[..n]) } else { f64::INFINITY };
-        if e <= 1.0 {
-            hook(out.times.len() - 1, carry)?;
-            std::mem::swap(carry, next);
-            t = tn;
-            if let StepTimes::Stored(v) = &mut out.times {
-                v.push(t);
-            }
-            let node = out.times.len() - 1;
-            if want.is_none() {
-                save(out, node, t, carry);
-            } else if k < targets.len() && t == targets[k] {
-                save(out, node, t, carry);
+        let (t0, t1) = (opts.t0, opts.t1);
+        let mut h = h0.min(t1 - t0);
+        // Output times still to hit (None: save every node).
+        let targets = want.unwrap_or(&[]);
+        let mut k = 0;
+        if want.is_some() {
+            while k < targets.len() && targets[k] == t0 {
+                self.save(0, t0);
                 k += 1;
             }
-            let e = e.max(1e-10);
-            let fac = (0.9 * e.powf(-0.7 / q) * prev_err.powf(0.4 / q)).clamp(0.2, 10.0);
-            prev_err = e;
-            // After a step clipped to an output time, continue from the unclipped proposal.
-            h = dt.max(h) * fac;
-        } else {
-            out.rejected += 1;
-            let fac = if e.is_finite() { (0.9 * e.powf(-1.0 / q)).clamp(0.2, 1.0) } else { 0.2 };
-            h = dt * fac;
         }
+        let order = self.solver.error_order() + 1;
+        let mut err = vec![0.0; self.n];
+        let mut memory = ControllerMemory::default();
+        let mut t = t0;
+        // Proposals are measured from an anchor while the step size stays the same, so constant
+        // steps do not accumulate round-off in t (the PI controller changes h every step, so
+        // its anchor is always the current time).
+        let mut anchor = (t0, 0usize);
+        let mut attempts = 0;
+        while t < t1 {
+            if attempts >= max_steps {
+                return Err(Error::MaxStepsExceeded { t, t1, max_steps });
+            }
+            attempts += 1;
+            let stop = if k < targets.len() { targets[k] } else { t1 };
+            let mut tn = anchor.0 + (anchor.1 + 1) as f64 * h;
+            let clipped = tn >= stop - 1e-9 * h;
+            if clipped {
+                tn = stop;
+            }
+            let dt = tn - t;
+            let node = self.out.times.len();
+            if !(dt > 4.0 * f64::EPSILON * t.abs().max(1.0)) {
+                return Err(Error::StepSizeUnderflow { t, step: node - 1, dt });
+            }
+            let s = Step::new(self.term, self.n, t, tn);
+            self.solver.step(s, &self.carry, &mut self.next, needs_err.then_some(&mut err[..]))?;
+            let finite = self.next.iter().all(|v| v.is_finite());
+            let e = match (finite, tol) {
+                (false, _) => f64::INFINITY,
+                (true, Some(ad)) if needs_err => ad.rms(&err, &self.carry[..self.n], &self.next[..self.n]),
+                _ => 0.0,
+            };
+            if !finite && !needs_err {
+                return Err(Error::NonFiniteState { t: tn, step: node, context: String::new() });
+            }
+            let d = ctl.decide(Attempt { h: dt, err: e, order }, &mut memory);
+            if d.accept {
+                self.accept(node)?;
+                t = tn;
+                if let StepTimes::Stored(v) = &mut self.out.times {
+                    v.push(t);
+                }
+                if want.is_none() {
+                    self.save(node, t);
+                } else if k < targets.len() && t == targets[k] {
+                    self.save(node, t);
+                    k += 1;
+                }
+                // After a step clipped to an output time, continue from the unclipped proposal.
+                let next = if d.next_h == dt { h.max(dt) } else { d.next_h * (h / dt).max(1.0) };
+                anchor = if next == h && !clipped { (anchor.0, anchor.1 + 1) } else { (t, 0) };
+                h = next;
+            } else {
+                self.out.rejected += 1;
+                h = d.next_h;
+                anchor = (t, 0);
+            }
+        }
+        Ok(())
     }
-    Ok(())
 }

@@ -52,32 +52,38 @@
 //! reference and [`Adjoint::Backsolve`] the (inexact) continuous adjoint, for comparison.
 //!
 //! ## Features
-//! - `cuda`: forwards to dfdx's CUDA backend (with `ci-check`, builds without a GPU).
-//! - `plot`: figures for the notebooks (module `plot`: plotly.rs with plotly.js embedded).
-//! - `tables`: result tables for the notebooks (module `table`: polars data frames as HTML).
+//! - `nn` (default): the dfdx models in [`nn`] — a reference MLP, the transformer block and the
+//!   language models of the RevDEQ experiments, Adam/AdamW.
+//! - `parallel` (default): large MLP batches split over two threads (rayon).
+//! - `serde`: `Serialize`/`Deserialize` for options, statistics and results.
+//! - `cuda`: the [`nn`] models on a CUDA device chosen at run time (dfdx's CUDA backend; with
+//!   `ci-check` it builds without a GPU).
+//!
+//! `default-features = false` leaves the solvers, gradients, stability analysis and DEQ maths,
+//! without dfdx. Experiments, data loaders, figures, tables and the command line live in the
+//! separate, unpublished `revlib-lab` crate.
 
 #![warn(missing_docs)]
 
 pub mod adjoint;
-pub mod bench;
+pub mod controller;
 pub mod deq;
 pub mod error;
-pub mod experiments;
 pub mod field;
 pub mod gradcheck;
 pub mod integrate;
 pub mod loss;
+#[cfg(feature = "nn")]
 pub mod nn;
-pub mod notebook;
-#[cfg(feature = "plot")]
-pub mod plot;
+mod rng;
 pub mod solver;
 pub mod stability;
-#[cfg(feature = "tables")]
-pub mod table;
 pub mod tableau;
 
-pub use adjoint::{rel_err, Adjoint, Gradient};
+/// This crate's version (for provenance records).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+pub use adjoint::{rel_err, Adjoint, Gradient, GradientChecks, OnInexact};
 pub use error::{Error, Result};
 pub use integrate::{solve, Adaptive, SaveAt, Solution, SolveOptions, Stats, Stepping};
 
@@ -85,12 +91,13 @@ pub use integrate::{solve, Adaptive, SaveAt, Solution, SolveOptions, Stats, Step
 pub mod prelude {
     // `Result` stays at the crate root (`revlib::Result`): a glob import of a one-parameter
     // `Result` would shadow the standard one in evcxr's generated code.
-    pub use crate::adjoint::{rel_err, Adjoint, Gradient};
+    pub use crate::adjoint::{rel_err, Adjoint, Gradient, GradientChecks, OnInexact};
     pub use crate::error::Error;
     pub use crate::field::{CoupledOscillator, DoublePendulum, Linear, Mlp, MlpConfig, Sir, VectorField, WhiteDwarf};
-    pub use crate::gradcheck::{gradcheck, GradCheck};
+    pub use crate::gradcheck::{gradcheck, GradCheck, GradCheckOptions};
     pub use crate::integrate::{solve, Adaptive, SaveAt, Solution, SolveOptions, Stats, Stepping};
     pub use crate::loss::{HalfSquaredNorm, Loss, Mse};
+    #[cfg(feature = "nn")]
     pub use crate::nn::{Adam, AdamConfig, DfdxMlp};
     pub use crate::solver::{AsyncLeapfrog, ExplicitRk, Reversible, ReversibleHeun, ReversibleSolver, Solver};
     pub use crate::tableau::ButcherTableau;

@@ -1,17 +1,105 @@
-//! The dfdx backend: an MLP vector field whose VJPs come from dfdx's tape, and Adam/AdamW
-//! updates of flat parameter vectors through dfdx's kernel.
+//! Neural-network models built on dfdx (feature `nn`, on by default): a reference MLP vector
+//! field whose VJPs come from dfdx's tape ([`DfdxMlp`]), the weight-tied transformer block of
+//! the RevDEQ language model ([`transformer`]), the language models around it ([`lm`]), and
+//! Adam/AdamW on flat parameter vectors through dfdx's kernel ([`Adam`]).
 //!
-//! Every dfdx call in revlib lives in this module, so a later backend change touches one file.
+//! Every dfdx call in revlib lives in this module, so a later backend change touches it alone.
+//! The models are generic over dfdx's device: [`Cpu`] by default, and with feature `cuda` a
+//! `Cuda` device chosen at run time ([`AnyDevice`] picks one by name).
 
 pub mod lm;
 pub mod transformer;
 
-use crate::error::{check_len, Error, Result};
+use crate::error::{check_len, BackendError, Error, Result};
 use crate::field::{batch_size, Mlp, MlpConfig, VectorField};
 use dfdx::prelude::*;
+pub use dfdx::tensor::Cpu;
+#[cfg(feature = "cuda")]
+pub use dfdx::tensor::Cuda;
 
-fn backend<E: std::fmt::Debug>(e: E) -> Error {
-    Error::Backend(format!("{e:?}"))
+/// A dfdx device the models run on (f32 blocks, f64 states): [`Cpu`], or `Cuda` with feature
+/// `cuda`.
+pub trait NnDevice: Device<f32> + Device<f64> + Clone + std::fmt::Debug + 'static {}
+
+impl<D: Device<f32> + Device<f64> + Clone + std::fmt::Debug + 'static> NnDevice for D {}
+
+/// A backend failure of operation `op` as a revlib [`Error::Backend`].
+pub(crate) fn backend<E: std::fmt::Display>(op: &'static str) -> impl FnOnce(E) -> Error {
+    move |e| Error::Backend { op, source: BackendError::new(e) }
+}
+
+/// The devices revlib can run its models on, chosen at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub enum DeviceKind {
+    /// The CPU (dfdx's `Cpu`).
+    Cpu,
+    /// CUDA device number `ordinal` (feature `cuda`).
+    Cuda {
+        /// Device index (0 for the first GPU).
+        ordinal: usize,
+    },
+}
+
+impl DeviceKind {
+    /// Parse `cpu`, `cuda` (device 0) or `cuda:<n>`.
+    ///
+    /// # Errors
+    /// [`Error::Parse`] for anything else.
+    pub fn parse(name: &str) -> Result<Self> {
+        let bad = || Error::Parse { what: "device", input: name.into(), expected: "cpu, cuda or cuda:<n>" };
+        match name {
+            "cpu" => Ok(DeviceKind::Cpu),
+            "cuda" => Ok(DeviceKind::Cuda { ordinal: 0 }),
+            other => match other.strip_prefix("cuda:") {
+                Some(n) => n.parse().map(|ordinal| DeviceKind::Cuda { ordinal }).map_err(|_| bad()),
+                None => Err(bad()),
+            },
+        }
+    }
+    /// `cpu` or `cuda:<n>`.
+    pub fn name(&self) -> String {
+        match self {
+            DeviceKind::Cpu => "cpu".into(),
+            DeviceKind::Cuda { ordinal } => format!("cuda:{ordinal}"),
+        }
+    }
+}
+
+/// A device chosen at run time.
+#[derive(Debug, Clone)]
+pub enum AnyDevice {
+    /// The CPU.
+    Cpu(Cpu),
+    /// A CUDA device and its index.
+    #[cfg(feature = "cuda")]
+    Cuda(Cuda, usize),
+}
+
+impl AnyDevice {
+    /// Open the device `kind`, seeded with `seed` (dfdx's device-side random numbers; revlib
+    /// initialises parameters on the host).
+    ///
+    /// # Errors
+    /// [`Error::Unsupported`] for CUDA without feature `cuda`; [`Error::Backend`] if the CUDA
+    /// device cannot be opened (no GPU, no driver).
+    pub fn open(kind: DeviceKind, seed: u64) -> Result<Self> {
+        match kind {
+            DeviceKind::Cpu => Ok(AnyDevice::Cpu(Cpu::seed_from_u64(seed))),
+            #[cfg(feature = "cuda")]
+            DeviceKind::Cuda { ordinal } => Cuda::try_build(ordinal, seed).map(|d| AnyDevice::Cuda(d, ordinal)).map_err(backend("opening the CUDA device")),
+            #[cfg(not(feature = "cuda"))]
+            DeviceKind::Cuda { .. } => Err(Error::Unsupported("a CUDA device needs revlib's feature `cuda`".into())),
+        }
+    }
+    /// Which device this is.
+    pub fn kind(&self) -> DeviceKind {
+        match self {
+            AnyDevice::Cpu(_) => DeviceKind::Cpu,
+            #[cfg(feature = "cuda")]
+            AnyDevice::Cuda(_, ordinal) => DeviceKind::Cuda { ordinal: *ordinal },
+        }
+    }
 }
 
 /// An MLP vector field evaluated op by op with dfdx, gradients from dfdx's reverse-mode tape.
@@ -20,26 +108,36 @@ fn backend<E: std::fmt::Debug>(e: E) -> Error {
 /// the reference the fused implementation is tested against, and the template for fields
 /// built from arbitrary dfdx graphs.
 #[derive(Debug, Clone)]
-pub struct DfdxMlp {
+pub struct DfdxMlp<D: NnDevice = Cpu> {
     /// Shape and parameters (shared layout with the fused implementation).
     inner: Mlp,
-    dev: Cpu,
+    dev: D,
 }
 
-type Mat = Tensor<(usize, usize), f64, Cpu>;
-type Vector = Tensor<(usize,), f64, Cpu>;
+type Mat<D> = Tensor<(usize, usize), f64, D>;
+type Vector<D> = Tensor<(usize,), f64, D>;
 
-impl DfdxMlp {
-    /// The dfdx twin of `Mlp::new(cfg, seed)` (identical parameters).
+impl DfdxMlp<Cpu> {
+    /// The dfdx twin of `Mlp::new(cfg, seed)` (identical parameters), on the CPU.
     ///
     /// # Errors
     /// As [`Mlp::new`].
     pub fn new(cfg: MlpConfig, seed: u64) -> Result<Self> {
-        Ok(Self { inner: Mlp::new(cfg, seed)?, dev: Cpu::default() })
+        Self::on(Cpu::default(), cfg, seed)
+    }
+}
+
+impl<D: NnDevice> DfdxMlp<D> {
+    /// The dfdx twin of `Mlp::new(cfg, seed)` on device `dev`.
+    ///
+    /// # Errors
+    /// As [`Mlp::new`].
+    pub fn on(dev: D, cfg: MlpConfig, seed: u64) -> Result<Self> {
+        Ok(Self { inner: Mlp::new(cfg, seed)?, dev })
     }
 
     /// Parameter tensors `(Wᵀ (in × out), b (out))` of each layer.
-    fn tensors(&self) -> Vec<(Mat, Vector)> {
+    fn tensors(&self) -> Vec<(Mat<D>, Vector<D>)> {
         let theta = self.inner.theta();
         let mut off = 0;
         let mut out = Vec::new();
@@ -58,7 +156,7 @@ impl DfdxMlp {
         out
     }
 
-    fn input(&self, t: f64, y: &[f64], batch: usize) -> Mat {
+    fn input(&self, t: f64, y: &[f64], batch: usize) -> Mat<D> {
         let cfg = self.inner.config();
         let d = cfg.dim;
         let d_in = d + usize::from(cfg.time_input);
@@ -75,7 +173,7 @@ impl DfdxMlp {
 
 /// `x · Wᵀ + b` then tanh on hidden layers, generic over the tape. Parameters are
 /// re-taped with the input's tape type so that their gradients are recorded.
-fn mlp_forward<T: Tape<f64, Cpu> + Merge<T> + Default>(x: Tensor<(usize, usize), f64, Cpu, T>, layers: &[(Mat, Vector)]) -> Tensor<(usize, usize), f64, Cpu, T> {
+fn mlp_forward<D: NnDevice, T: Tape<f64, D> + Merge<T> + Default>(x: Tensor<(usize, usize), f64, D, T>, layers: &[(Mat<D>, Vector<D>)]) -> Tensor<(usize, usize), f64, D, T> {
     let mut h = x;
     for (l, (wt, b)) in layers.iter().enumerate() {
         let shape = (h.shape().0, wt.shape().1);
@@ -85,7 +183,9 @@ fn mlp_forward<T: Tape<f64, Cpu> + Merge<T> + Default>(x: Tensor<(usize, usize),
     h
 }
 
-impl VectorField for DfdxMlp {
+/// Vector fields are shared across threads (`Sync`), so this needs a `Sync` device (the CPU;
+/// dfdx's CUDA device is not `Sync`).
+impl<D: NnDevice + Sync> VectorField for DfdxMlp<D> {
     fn dim(&self) -> usize {
         self.inner.dim()
     }
@@ -176,8 +276,8 @@ impl Adam {
     /// [`Error::Backend`] if dfdx cannot allocate the moment buffers.
     pub fn new(n: usize, cfg: AdamConfig) -> Result<Self> {
         let dev = Cpu::default();
-        let m = dev.try_alloc_len(n).map_err(backend)?;
-        let v = dev.try_alloc_len(n).map_err(backend)?;
+        let m = dev.try_alloc_len(n).map_err(backend("allocating Adam moments"))?;
+        let v = dev.try_alloc_len(n).map_err(backend("allocating Adam moments"))?;
         Ok(Self { cfg, t: 0, m, v, dev })
     }
 
@@ -209,9 +309,9 @@ impl Adam {
         check_len("Adam gradient", n, grad.len())?;
         self.t += 1;
         let mut p = self.dev.tensor_from_vec(theta.to_vec(), (n,));
-        let mut g = self.dev.try_alloc_len(n).map_err(backend)?;
+        let mut g = self.dev.try_alloc_len(n).map_err(backend("allocating the gradient"))?;
         g.copy_from_slice(grad);
-        self.cfg.try_update(self.t, &mut p, &mut self.m, &mut self.v, &g).map_err(backend)?;
+        self.cfg.try_update(self.t, &mut p, &mut self.m, &mut self.v, &g).map_err(backend("the Adam update"))?;
         theta.copy_from_slice(&p.as_vec());
         Ok(())
     }

@@ -15,7 +15,7 @@
 
 use crate::error::{Error, Result};
 use crate::field::{Linear, OdeTerm};
-use crate::solver::Solver;
+use crate::solver::{Solver, Step};
 use num_complex::Complex64 as C;
 
 /// The complex type of this module (re-exported so notebooks need no extra dependency).
@@ -40,7 +40,7 @@ pub fn amplification_matrix(solver: &dyn Solver, w: C) -> Result<(usize, Vec<C>)
     for j in 0..m {
         e.fill(0.0);
         e[2 * j] = 1.0; // the complex number 1 in slot j
-        solver.step(&term, 2, 0.0, 1.0, &e, &mut out, None)?;
+        solver.step(Step::new(&term, 2, 0.0, 1.0), &e, &mut out, None)?;
         for i in 0..m {
             mat[i * m + j] = C::new(out[2 * i], out[2 * i + 1]);
         }
@@ -116,7 +116,8 @@ pub fn spectral_radius(solver: &dyn Solver, w: C) -> Result<f64> {
 }
 
 /// $\rho(M(w))$ on a grid of $w$: `re.len()` columns × `im.len()` rows.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Region {
     /// Real parts of the grid.
     pub re: Vec<f64>,
@@ -154,6 +155,15 @@ pub fn region(solver: &dyn Solver, re: (f64, f64), im: (f64, f64), n_re: usize, 
 /// # Errors
 /// As [`amplification_matrix`].
 pub fn real_stable_intervals(solver: &dyn Solver, lo: f64, samples: usize, tol: f64) -> Result<Vec<(f64, f64)>> {
+    if !(lo < 0.0 && lo.is_finite()) {
+        return Err(Error::InvalidArgument { name: "lo", value: lo, expected: "finite and < 0" });
+    }
+    if samples == 0 {
+        return Err(Error::InvalidArgument { name: "samples", value: 0.0, expected: "at least 1" });
+    }
+    if !(tol > 0.0 && tol.is_finite()) {
+        return Err(Error::InvalidArgument { name: "tol", value: tol, expected: "finite and > 0 (bisection stops at this width)" });
+    }
     let stable = |x: f64| -> Result<bool> { Ok(spectral_radius(solver, C::new(x, 0.0))? < 1.0) };
     let xs: Vec<f64> = (0..=samples).map(|k| lo * (1.0 - k as f64 / samples as f64)).collect();
     // xs runs from lo up to 0; the point 0 itself is excluded (ρ(0) = 1 for consistent schemes).
@@ -207,7 +217,7 @@ pub fn iterated_growth(solver: &dyn Solver, w: C, n: usize) -> Result<f64> {
     let mut next = vec![0.0; len];
     let mut log_norm = 0.0;
     for _ in 0..n {
-        solver.step(&term, 2, 0.0, 1.0, &c, &mut next, None)?;
+        solver.step(Step::new(&term, 2, 0.0, 1.0), &c, &mut next, None)?;
         let norm = next.iter().map(|v| v * v).sum::<f64>().sqrt();
         if norm == 0.0 || !norm.is_finite() {
             return Ok(if norm == 0.0 { 0.0 } else { f64::INFINITY });

@@ -8,8 +8,13 @@
 
 use crate::error::{Error, Result};
 
+/// The highest order whose rooted-tree conditions [`Tableau::new`] checks (286 trees up to
+/// order 8; the count grows about threefold per order).
+pub const MAX_ORDER: usize = 8;
+
 /// A validated explicit Runge–Kutta tableau, optionally with an embedded lower-order solution.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ButcherTableau {
     name: String,
     /// Stage coefficients, row i holds $a_{i,0..i}$ (strictly lower triangular).
@@ -48,6 +53,9 @@ impl ButcherTableau {
         let bad = |m: String| Err(Error::InvalidTableau(format!("{name}: {m}")));
         if s == 0 {
             return bad("no stages".into());
+        }
+        if order > MAX_ORDER || err_order > MAX_ORDER {
+            return bad(format!("claims order {order} (embedded {err_order}); order conditions are checked up to {MAX_ORDER}"));
         }
         if a.len() != s || c.len() != s || a.iter().any(|r| r.len() != s) {
             return bad(format!("A must be {s}×{s} and c of length {s}"));

@@ -107,7 +107,7 @@ fn implicit_and_phantom_gradients_approach_the_exact_one() {
     let tight = FixedPointOptions { tol: 1e-14, max_steps: 200, strict: true };
     let fp = fixed_point(&f, &x, FixedPointSolver::Relaxed { beta: 0.9 }, &tight, true).unwrap();
     let exact_g = backward(&f, &x, &fp, &c, DeqBackward::Unrolled).unwrap();
-    let imp = backward(&f, &x, &fp, &c, DeqBackward::Implicit { tol: 1e-12, max_steps: 200, strict: true }).unwrap();
+    let imp = backward(&f, &x, &fp, &c, DeqBackward::Implicit { tol: 1e-12, max_steps: 200, strict: true, solver: FixedPointSolver::Picard }).unwrap();
     // The stopping rule's absolute 1e-8 floor ends the forward solve at a residual ~1e-8, so the
     // unrolled gradient (through those iterations) and the implicit one (at z*) differ at that level.
     assert!(rel_err(&imp.d_theta, &exact_g.d_theta) < 1e-6, "{}", rel_err(&imp.d_theta, &exact_g.d_theta));
@@ -148,15 +148,70 @@ fn bad_input_gives_clear_errors() {
     assert!(matches!(backward(&f, &x, &fp, &x, DeqBackward::Reversible), Err(Error::NotReversible { .. })));
     assert!(matches!(backward(&f, &x, &fp, &x, DeqBackward::Unrolled), Err(Error::Unsupported(_))));
     assert!(matches!(backward(&f, &x, &fp, &[1.0], DeqBackward::Reversible), Err(Error::ShapeMismatch { .. })));
-    let e = backward(&f, &x, &fp, &x, DeqBackward::Implicit { tol: 1e-30, max_steps: 2, strict: true }).unwrap_err();
+    let e = backward(&f, &x, &fp, &x, DeqBackward::Implicit { tol: 1e-30, max_steps: 2, strict: true, solver: FixedPointSolver::Picard }).unwrap_err();
     assert!(matches!(e, Error::NoConvergence { iterations: 2, .. }), "{e}");
     // An expanding map: the implicit adjoint iteration diverges; strict mode says so, the
     // truncated mode stops at the last finite iterate and flags it.
     let grow = TanhMap::random(4, 3.0, 1, 2).unwrap();
     let xg = vec![0.01; 4];
     let fp = fixed_point(&grow, &xg, FixedPointSolver::Picard, &FixedPointOptions { tol: 1e-3, max_steps: 5, strict: false }, false).unwrap();
-    let e = backward(&grow, &xg, &fp, &[1.0; 4], DeqBackward::Implicit { tol: 1e-8, max_steps: 500, strict: true }).unwrap_err();
+    let e = backward(&grow, &xg, &fp, &[1.0; 4], DeqBackward::Implicit { tol: 1e-8, max_steps: 500, strict: true, solver: FixedPointSolver::Picard }).unwrap_err();
     assert!(matches!(e, Error::NonFiniteIterate { .. } | Error::NoConvergence { .. }), "{e}");
-    let g = backward(&grow, &xg, &fp, &[1.0; 4], DeqBackward::Implicit { tol: 1e-8, max_steps: 500, strict: false }).unwrap();
+    let g = backward(&grow, &xg, &fp, &[1.0; 4], DeqBackward::Implicit { tol: 1e-8, max_steps: 500, strict: false, solver: FixedPointSolver::Picard }).unwrap();
     assert!(g.diverged && g.d_theta.iter().all(|v| v.is_finite()), "{g:?}");
+}
+
+#[test]
+fn anderson_solves_the_implicit_adjoint_faster_and_to_the_same_gradient() {
+    // The slowly contracting map on which Anderson also beats Picard forward (test above).
+    let f = TanhMap::random(8, 0.95, 2, 5).unwrap();
+    let x = vec![0.4; f.len()];
+    let c = weights(f.len());
+    let fp = fixed_point(&f, &x, FixedPointSolver::anderson(), &FixedPointOptions { tol: 1e-13, max_steps: 500, strict: true }, false).unwrap();
+    let adjoint = |solver| backward(&f, &x, &fp, &c, DeqBackward::Implicit { tol: 1e-11, max_steps: 2000, strict: true, solver }).unwrap();
+    let (pic, and) = (adjoint(FixedPointSolver::Picard), adjoint(FixedPointSolver::anderson()));
+    let e = rel_err(&and.d_theta, &pic.d_theta);
+    assert!(e < 1e-9, "Anderson vs Picard adjoint: {e:e}");
+    assert!(2 * and.iterations < pic.iterations, "Anderson {} vs Picard {} adjoint iterations", and.iterations, pic.iterations);
+    eprintln!("adjoint iterations: Anderson {}, Picard {}", and.iterations, pic.iterations);
+    let bad = backward(&f, &x, &fp, &c, DeqBackward::Implicit { tol: 1e-8, max_steps: 10, strict: true, solver: FixedPointSolver::Reversible { beta: 0.5 } });
+    assert!(matches!(bad, Err(revlib::Error::Unsupported(_))));
+}
+
+#[test]
+fn jacobian_penalty_and_its_gradient_match_finite_differences() {
+    let mut f = TanhMap::random(5, 0.7, 3, 11).unwrap();
+    let n = f.len();
+    let z: Vec<f64> = (0..n).map(|i| (0.7 * i as f64).cos()).collect();
+    let x: Vec<f64> = (0..n).map(|i| (0.2 * i as f64).sin()).collect();
+    let probe: Vec<f64> = (0..n).map(|i| (1.3 * i as f64).sin() + 0.1).collect();
+    let jp = jacobian_penalty(&f, &z, &x, &probe).unwrap();
+    // The value against an explicit J^T ε built from central differences of f in z.
+    let penalty = |f: &TanhMap, x: &[f64]| {
+        let (mut u, mut t, mut gx) = (vec![0.0; n], vec![0.0; f.n_params()], vec![0.0; n]);
+        f.vjp(&z, x, &probe, &mut u, &mut t, &mut gx).unwrap();
+        u.iter().map(|v| v * v).sum::<f64>() / n as f64
+    };
+    assert!((jp.value - penalty(&f, &x)).abs() <= 1e-15 * jp.value);
+    let theta = f.params().to_vec();
+    let h = 1e-6;
+    for k in [0, 7, 26, theta.len() - 1] {
+        let mut t = theta.clone();
+        t[k] += h;
+        f.set_params(&t).unwrap();
+        let up = penalty(&f, &x);
+        t[k] -= 2.0 * h;
+        f.set_params(&t).unwrap();
+        let fd = (up - penalty(&f, &x)) / (2.0 * h);
+        f.set_params(&theta).unwrap();
+        assert!((fd - jp.d_theta[k]).abs() < 1e-6 * (fd.abs() + 1e-3), "θ[{k}]: fd {fd} vs {}", jp.d_theta[k]);
+    }
+    for k in [0, n / 2, n - 1] {
+        let mut xp = x.clone();
+        xp[k] += h;
+        let up = penalty(&f, &xp);
+        xp[k] -= 2.0 * h;
+        let fd = (up - penalty(&f, &xp)) / (2.0 * h);
+        assert!((fd - jp.d_x[k]).abs() < 1e-6 * (fd.abs() + 1e-3), "x[{k}]: fd {fd} vs {}", jp.d_x[k]);
+    }
 }

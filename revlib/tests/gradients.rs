@@ -5,6 +5,7 @@ mod common;
 use common::*;
 use revlib::adjoint::checkpoint::{online_recomputations, revolve_recomputations};
 use revlib::prelude::*;
+use revlib::solver::Step;
 
 fn both(field: &dyn VectorField, solver: &dyn Solver, y0: &[f64], opts: &SolveOptions, loss: &dyn Loss, adj: Adjoint) -> (Gradient, Gradient) {
     let exact = Adjoint::FullStorage.gradient(field, solver, y0, opts, loss).unwrap();
@@ -154,7 +155,7 @@ fn full_storage_agrees_with_finite_differences() {
         for solver in &solvers {
             let opts = SolveOptions::fixed(0.0, *t1, 100).save_at(SaveAt::Times(vec![*t1 / 2.0, *t1]));
             let loss = many_times_loss(2, y0.len());
-            let r = gradcheck(field.as_mut(), solver.as_ref(), y0, &opts, &loss, Adjoint::FullStorage, 1e-5, 12).unwrap();
+            let r = gradcheck(field.as_mut(), solver.as_ref(), y0, &opts, &loss, &GradCheckOptions { adjoint: Adjoint::FullStorage, eps: 1e-5, max_params: 12 }).unwrap();
             assert!(r.max_rel_err < 1e-6, "{} / {}: {:e}", field.name(), solver.name(), r.max_rel_err);
         }
     }
@@ -187,11 +188,11 @@ fn round_trip_error(solver: &dyn Solver, field: &dyn VectorField, y0: &[f64], h:
     let (mut c, mut next) = (vec![0.0; len], vec![0.0; len]);
     solver.init(&term, 0.0, y0, &mut c).unwrap();
     for i in 0..n {
-        solver.step(&term, y0.len(), i as f64 * h, (i + 1) as f64 * h, &c, &mut next, None).unwrap();
+        solver.step(Step::new(&term, y0.len(), i as f64 * h, (i + 1) as f64 * h), &c, &mut next, None).unwrap();
         std::mem::swap(&mut c, &mut next);
     }
     for i in (0..n).rev() {
-        rev.reverse_step(&term, y0.len(), i as f64 * h, (i + 1) as f64 * h, &c, &mut next).unwrap();
+        rev.reverse_step(Step::new(&term, y0.len(), i as f64 * h, (i + 1) as f64 * h), &c, &mut next).unwrap();
         std::mem::swap(&mut c, &mut next);
     }
     c[..y0.len()].iter().zip(y0).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max)
@@ -227,6 +228,7 @@ fn reversible_heun_and_leapfrog_are_unstable_forward_where_mcallum_foster_is_sta
 }
 
 #[test]
+#[cfg(feature = "nn")]
 fn mlp_fast_path_matches_dfdx() {
     // Batch 4 (plain loops), batch 100 (GEMM, split over two threads), width 40 (GEMM).
     for (time_input, batch, width) in [(false, 4, 8), (true, 4, 8), (true, 100, 8), (false, 100, 40)] {

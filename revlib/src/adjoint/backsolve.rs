@@ -9,12 +9,11 @@
 //! problem, so it differs from the exact gradient of the discrete solve by the discretisation
 //! error of both solves, and $y$ itself is reconstructed only approximately.
 
-use super::{Backward, Parts, Store};
+use super::{Backward, Parts, Problem, Store};
 use crate::error::Result;
 use crate::field::{axpy, Term};
-use crate::integrate::{forward, SolveOptions};
-use crate::loss::Loss;
-use crate::solver::Solver;
+use crate::integrate::forward;
+use crate::solver::Step;
 
 /// The augmented term on $[y, a, g]$.
 struct Augmented<'a> {
@@ -53,13 +52,14 @@ impl Term for Augmented<'_> {
     }
 }
 
-pub(crate) fn gradient(term: &dyn Term, solver: &dyn Solver, y0: &[f64], opts: &SolveOptions, loss: &dyn Loss, store: &mut Store) -> Result<Parts> {
+pub(crate) fn gradient(prob: &Problem, store: &mut Store) -> Result<Parts> {
+    let Problem { term, solver, y0, opts, .. } = *prob;
     let n = y0.len();
     let p = term.n_params();
     let fwd = forward(term, solver, y0, opts, |_, _| Ok(()))?;
     store.hold(1);
     // Reuse the exact sweep's bookkeeping only for the loss cotangents.
-    let (bw, value) = Backward::new(term, solver, n, &fwd, loss)?;
+    let (bw, value) = Backward::new(prob, &fwd)?;
     // Backward::new has already absorbed the cotangent at t1 into its carry cotangent.
     let a1 = bw.bar[..n].to_vec();
     let mut pending = bw.into_pending();
@@ -74,8 +74,12 @@ pub(crate) fn gradient(term: &dyn Term, solver: &dyn Solver, y0: &[f64], opts: &
     solver.init(&aug, fwd.times.at(steps), &s, &mut carry)?;
     for i in (0..steps).rev() {
         let (ta, tb) = (fwd.times.at(i + 1), fwd.times.at(i));
-        solver.step(&aug, len, ta, tb, &carry, &mut next, None)?;
+        solver.step(Step::new(&aug, len, ta, tb), &carry, &mut next, None)?;
         std::mem::swap(&mut carry, &mut next);
+        // A diverging adjoint solve is an error, not a NaN gradient.
+        if !carry.iter().all(|v| v.is_finite()) {
+            return Err(crate::Error::NonFiniteGradient { strategy: prob.strategy.key(), what: "cotangent", step: i, t: tb });
+        }
         if pending.last().is_some_and(|q| q.0 == i) {
             s.copy_from_slice(&carry[..len]);
             add_pending(&mut pending, i, &mut s[n..2 * n]);

@@ -19,12 +19,11 @@
 //! # References
 //! A. Griewank, A. Walther, *Algorithm 799: revolve*, ACM TOMS 26 (2000).
 
-use super::{Backward, Parts, Store};
+use super::{Backward, Parts, Problem, Store};
 use crate::error::{Error, Result};
 use crate::field::Term;
-use crate::integrate::{fixed_grid, forward, SolveOptions, StepTimes};
-use crate::loss::Loss;
-use crate::solver::Solver;
+use crate::integrate::{fixed_grid, forward, StepTimes};
+use crate::solver::{Solver, Step};
 
 /// $\binom{c + r}{c}$, saturating at `u128::MAX` (`r < 0` gives 0).
 pub fn beta(c: usize, r: i64) -> u128 {
@@ -140,17 +139,10 @@ pub fn online_recomputations(n: usize, c: usize) -> usize {
     recomputations_for(&online_plan(n, c), n, c)
 }
 
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gradient(
-    term: &dyn Term,
-    solver: &dyn Solver,
-    y0: &[f64],
-    opts: &SolveOptions,
-    loss: &dyn Loss,
-    c: usize,
-    force_online: bool,
-    store: &mut Store,
-) -> Result<Parts> {
+/// The checkpointed gradient with `c` slots: the offline revolve schedule on a fixed grid,
+/// the online one for adaptive steps or when `force_online`.
+pub(crate) fn gradient(p: &Problem, c: usize, force_online: bool, store: &mut Store) -> Result<Parts> {
+    let Problem { term, solver, y0, opts, .. } = *p;
     if c == 0 {
         return Err(Error::InvalidArgument { name: "checkpoints", value: 0.0, expected: "at least 1 (the initial state)" });
     }
@@ -178,7 +170,7 @@ pub(crate) fn gradient(
     })?;
     store.hold(1); // the held x_{N-1}
     let steps = fwd.times.len() - 1;
-    let (mut bw, value) = Backward::new(term, solver, n, &fwd, loss)?;
+    let (mut bw, value) = Backward::new(p, &fwd)?;
     // The last step from the held working state, then each segment right to left.
     bw.step(steps - 1, &held)?;
     drop(held);
@@ -211,7 +203,7 @@ impl Reverser<'_, '_> {
         let mut x = carry.to_vec();
         let mut next = vec![0.0; x.len()];
         for i in from..to {
-            self.solver.step(self.term, self.n, self.times.at(i), self.times.at(i + 1), &x, &mut next, None)?;
+            self.solver.step(Step::new(self.term, self.n, self.times.at(i), self.times.at(i + 1)), &x, &mut next, None)?;
             std::mem::swap(&mut x, &mut next);
         }
         self.store.recomputed += to - from;

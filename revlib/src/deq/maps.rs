@@ -2,8 +2,6 @@
 
 use super::FixedPointMap;
 use crate::error::{check_len, Error, Result};
-use rand::SeedableRng;
-use rand_distr::{Distribution, StandardNormal};
 
 /// $f(z, x) = \tanh(W z + U x + b)$ row by row over a batch, with $z, x \in \mathbb{R}^d$.
 /// Its Lipschitz constant in $z$ is at most $\|W\|_2$ (tanh is 1-Lipschitz), so
@@ -28,15 +26,13 @@ impl TanhMap {
         if !(lipschitz >= 0.0 && lipschitz.is_finite()) {
             return Err(Error::InvalidArgument { name: "lipschitz", value: lipschitz, expected: "finite and non-negative" });
         }
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut normal = || -> f64 { StandardNormal.sample(&mut rng) };
-        let mut w: Vec<f64> = (0..d * d).map(|_| normal()).collect();
+        let mut rng = crate::rng::Rng::new(seed);
+        let mut w = rng.normals(d * d, 1.0);
         let s = spectral_norm(&w, d);
         w.iter_mut().for_each(|v| *v *= lipschitz / s.max(1e-300));
-        let sd = 1.0 / (d as f64).sqrt();
         let mut theta = w;
-        theta.extend((0..d * d).map(|_| sd * normal()));
-        theta.extend((0..d).map(|_| 0.1 * normal()));
+        theta.extend(rng.normals(d * d, 1.0 / (d as f64).sqrt()));
+        theta.extend(rng.normals(d, 0.1));
         Ok(Self { d, batch, theta })
     }
     /// Parameters θ.

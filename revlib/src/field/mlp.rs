@@ -10,10 +10,10 @@
 
 use super::{batch_size, VectorField};
 use crate::error::{check_len, Error, Result};
-use rand::{Rng, SeedableRng};
 
 /// Shape of an [`Mlp`] field.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct MlpConfig {
     /// State dimension $D$ (input and output of the field).
     pub dim: usize,
@@ -68,12 +68,12 @@ impl Mlp {
         if cfg.depth > 0 && cfg.width == 0 {
             return Err(Error::InvalidArgument { name: "width", value: 0.0, expected: "at least 1" });
         }
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut rng = crate::rng::Rng::new(seed);
         let mut theta = Vec::with_capacity(cfg.n_params());
         for (i, o) in cfg.layer_sizes() {
             let bound = 1.0 / (i as f64).sqrt();
             for _ in 0..(i + 1) * o {
-                theta.push(rng.gen_range(-bound..bound));
+                theta.push(rng.uniform_in(-bound, bound));
             }
         }
         Ok(Self { cfg, theta })
@@ -126,7 +126,7 @@ impl Mlp {
                 row.copy_from_slice(b);
             }
             // dst (batch × o) += x (batch × i) · Wᵀ
-            gemm(batch, i, o, x, (i, 1), w, (1, i), 1.0, dst, (o, 1));
+            gemm(View::rows(x, batch, i), View::rows(w, o, i).t(), 1.0, ViewMut::rows(dst, batch, o));
             if l != last {
                 tanh_inplace(dst);
             }
@@ -136,20 +136,20 @@ impl Mlp {
 
     /// Forward pass over the batch, split in two halves run on two threads for large batches.
     fn forward_par(&self, t: f64, y: &[f64], batch: usize, acts: &mut [f64], out: &mut [f64]) {
-        if batch < PAR_MIN_BATCH || rayon::current_num_threads() < 2 {
+        if !split_batch(batch) {
             return self.forward(t, y, batch, acts, out);
         }
         let (b1, d) = (batch / 2, self.cfg.dim);
         let (y1, y2) = y.split_at(b1 * d);
         let (o1, o2) = out.split_at_mut(b1 * d);
         let (a1, a2) = acts.split_at_mut(self.acts_len(b1));
-        rayon::join(|| self.forward(t, y1, b1, a1, o1), || self.forward(t, y2, batch - b1, a2, o2));
+        join(|| self.forward(t, y1, b1, a1, o1), || self.forward(t, y2, batch - b1, a2, o2));
     }
 
     /// Backward pass, split like [`forward_par`](Mlp::forward_par); the second half's
     /// parameter cotangent is accumulated separately and added.
     fn backward_par(&self, batch: usize, acts: &[f64], a: &[f64], a_y: &mut [f64], a_theta: &mut [f64]) {
-        if batch < PAR_MIN_BATCH || rayon::current_num_threads() < 2 {
+        if !split_batch(batch) {
             return self.backward(batch, acts, a, a_y, a_theta);
         }
         let (b1, d) = (batch / 2, self.cfg.dim);
@@ -157,7 +157,7 @@ impl Mlp {
         let (ay1, ay2) = a_y.split_at_mut(b1 * d);
         let (s1, s2) = acts.split_at(self.acts_len(b1));
         let mut th2 = vec![0.0; a_theta.len()];
-        rayon::join(|| self.backward(b1, s1, c1, ay1, a_theta), || self.backward(batch - b1, s2, c2, ay2, &mut th2));
+        join(|| self.backward(b1, s1, c1, ay1, a_theta), || self.backward(batch - b1, s2, c2, ay2, &mut th2));
         for (x, y) in a_theta.iter_mut().zip(&th2) {
             *x += y;
         }
@@ -181,7 +181,7 @@ impl Mlp {
             let (w, gb) = (offs[l], offs[l] + i * o);
             let x = &acts[a_offs[l]..a_offs[l] + batch * i];
             // W̄ (o × i) += gᵀ (o × batch) · x (batch × i)
-            gemm(o, batch, i, &g, (1, o), x, (i, 1), 1.0, &mut a_theta[w..gb], (i, 1));
+            gemm(View::rows(&g, batch, o).t(), View::rows(x, batch, i), 1.0, ViewMut::rows(&mut a_theta[w..gb], o, i));
             let bbar = &mut a_theta[gb..gb + o];
             for row in g.chunks_exact(o) {
                 for (bb, gi) in bbar.iter_mut().zip(row) {
@@ -190,7 +190,7 @@ impl Mlp {
             }
             // x̄ (batch × i) = g (batch × o) · W (o × i)
             let mut xbar = vec![0.0; batch * i];
-            gemm(batch, o, i, &g, (o, 1), &self.theta[w..gb], (i, 1), 0.0, &mut xbar, (i, 1));
+            gemm(View::rows(&g, batch, o), View::rows(&self.theta[w..gb], o, i), 0.0, ViewMut::rows(&mut xbar, batch, i));
             if l > 0 {
                 for (xb, h) in xbar.iter_mut().zip(x) {
                     *xb *= 1.0 - h * h;
@@ -215,62 +215,102 @@ impl Mlp {
     }
 }
 
-/// Batches at least this large are split over two threads (rayon's pool; set
-/// `RAYON_NUM_THREADS=1` for a single-threaded run).
+/// Batches at least this large are split over two threads (rayon's pool, feature `parallel`;
+/// set `RAYON_NUM_THREADS=1` for a single-threaded run).
 pub const PAR_MIN_BATCH: usize = 64;
+
+/// Whether a batch is split over two threads.
+fn split_batch(batch: usize) -> bool {
+    cfg!(feature = "parallel") && batch >= PAR_MIN_BATCH && threads() >= 2
+}
+
+fn threads() -> usize {
+    #[cfg(feature = "parallel")]
+    return rayon::current_num_threads();
+    #[cfg(not(feature = "parallel"))]
+    return 1;
+}
+
+/// Run two closures, on two threads with feature `parallel`.
+fn join(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
+    #[cfg(feature = "parallel")]
+    rayon::join(a, b);
+    #[cfg(not(feature = "parallel"))]
+    {
+        a();
+        b();
+    }
+}
+
+/// A strided matrix: element $(i, j)$ at `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+struct View<'a> {
+    data: &'a [f64],
+    rows: usize,
+    cols: usize,
+    rs: usize,
+    cs: usize,
+}
+
+impl<'a> View<'a> {
+    /// A row-major `rows × cols` matrix.
+    fn rows(data: &'a [f64], rows: usize, cols: usize) -> Self {
+        debug_assert!(data.len() >= rows * cols);
+        Self { data, rows, cols, rs: cols, cs: 1 }
+    }
+    /// The transpose (no copy).
+    fn t(self) -> Self {
+        Self { rows: self.cols, cols: self.rows, rs: self.cs, cs: self.rs, ..self }
+    }
+    #[inline(always)]
+    fn at(&self, i: usize, j: usize) -> f64 {
+        self.data[i * self.rs + j * self.cs]
+    }
+}
+
+/// A mutable row-major matrix.
+struct ViewMut<'a> {
+    data: &'a mut [f64],
+    rows: usize,
+    cols: usize,
+}
+
+impl<'a> ViewMut<'a> {
+    fn rows(data: &'a mut [f64], rows: usize, cols: usize) -> Self {
+        debug_assert!(data.len() >= rows * cols);
+        Self { data, rows, cols }
+    }
+}
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn small_gemm_avx2(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f64],
-    sa: (usize, usize),
-    b: &[f64],
-    sb: (usize, usize),
-    beta: f64,
-    c: &mut [f64],
-    sc: (usize, usize),
-) {
-    small_gemm(m, k, n, a, sa, b, sb, beta, c, sc);
+unsafe fn small_gemm_avx2(a: View, b: View, beta: f64, c: ViewMut) {
+    small_gemm(a, b, beta, c);
 }
 
 /// Plain-loop GEMM with contiguous inner loops where the strides allow (so they vectorise).
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn small_gemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f64],
-    (rsa, csa): (usize, usize),
-    b: &[f64],
-    (rsb, csb): (usize, usize),
-    beta: f64,
-    c: &mut [f64],
-    (rsc, csc): (usize, usize),
-) {
+fn small_gemm(a: View, b: View, beta: f64, c: ViewMut) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
     let scale = |cij: &mut f64| *cij = if beta == 0.0 { 0.0 } else { beta * *cij };
-    if csb == 1 && csc == 1 {
+    if b.cs == 1 {
         // c[i, :] += a[i, p] * b[p, :]
         for i in 0..m {
-            let crow = &mut c[i * rsc..i * rsc + n];
+            let crow = &mut c.data[i * n..(i + 1) * n];
             crow.iter_mut().for_each(scale);
             for p in 0..k {
-                let aip = a[i * rsa + p * csa];
-                for (cj, bj) in crow.iter_mut().zip(&b[p * rsb..p * rsb + n]) {
+                let aip = a.at(i, p);
+                for (cj, bj) in crow.iter_mut().zip(&b.data[p * b.rs..p * b.rs + n]) {
                     *cj += aip * bj;
                 }
             }
         }
-    } else if csa == 1 && rsb == 1 {
+    } else if a.cs == 1 && b.rs == 1 {
         // c[i, j] = dot(a[i, :], b[:, j]), both contiguous; four partial sums vectorise.
         for i in 0..m {
-            let arow = &a[i * rsa..i * rsa + k];
+            let arow = &a.data[i * a.rs..i * a.rs + k];
             for j in 0..n {
-                let bcol = &b[j * csb..j * csb + k];
+                let bcol = &b.data[j * b.cs..j * b.cs + k];
                 let mut acc = [0.0; 4];
                 for (x, y) in arow.chunks_exact(4).zip(bcol.chunks_exact(4)) {
                     for l in 0..4 {
@@ -282,7 +322,7 @@ fn small_gemm(
                 for p in tail..k {
                     sum += arow[p] * bcol[p];
                 }
-                let cij = &mut c[i * rsc + j * csc];
+                let cij = &mut c.data[i * n + j];
                 scale(cij);
                 *cij += sum;
             }
@@ -290,11 +330,8 @@ fn small_gemm(
     } else {
         for i in 0..m {
             for j in 0..n {
-                let mut sum = 0.0;
-                for p in 0..k {
-                    sum += a[i * rsa + p * csa] * b[p * rsb + j * csb];
-                }
-                let cij = &mut c[i * rsc + j * csc];
+                let sum: f64 = (0..k).map(|p| a.at(i, p) * b.at(p, j)).sum();
+                let cij = &mut c.data[i * n + j];
                 scale(cij);
                 *cij += sum;
             }
@@ -305,20 +342,10 @@ fn small_gemm(
 /// Products with at most this many multiply–adds use a plain loop instead of `dgemm`.
 const SMALL_GEMM: usize = 8192;
 
-/// `c = beta * c + a · b` with explicit (row, column) strides, via `matrixmultiply::dgemm`.
-#[allow(clippy::too_many_arguments)]
-fn gemm(
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f64],
-    (rsa, csa): (usize, usize),
-    b: &[f64],
-    (rsb, csb): (usize, usize),
-    beta: f64,
-    c: &mut [f64],
-    (rsc, csc): (usize, usize),
-) {
+/// `c = beta * c + a · b` for strided `a` (m × k), `b` (k × n) and row-major `c` (m × n).
+fn gemm(a: View, b: View, beta: f64, c: ViewMut) {
+    let (m, k, n) = (a.rows, a.cols, b.cols);
+    debug_assert!(b.rows == k && c.rows == m && c.cols == n);
     if m == 0 || n == 0 {
         return;
     }
@@ -327,16 +354,16 @@ fn gemm(
         #[cfg(target_arch = "x86_64")]
         if avx2_fma() {
             // SAFETY: the CPU supports the features the function is compiled for.
-            unsafe { small_gemm_avx2(m, k, n, a, (rsa, csa), b, (rsb, csb), beta, c, (rsc, csc)) };
+            unsafe { small_gemm_avx2(a, b, beta, c) };
             return;
         }
-        small_gemm(m, k, n, a, (rsa, csa), b, (rsb, csb), beta, c, (rsc, csc));
+        small_gemm(a, b, beta, c);
         return;
     }
-    // Invariant: callers pass slices that cover the strided extents (checked in debug builds).
-    debug_assert!(k == 0 || a.len() > (m - 1) * rsa + (k - 1) * csa);
-    debug_assert!(k == 0 || b.len() > (k - 1) * rsb + (n - 1) * csb);
-    debug_assert!(c.len() > (m - 1) * rsc + (n - 1) * csc);
+    // Invariant: the views cover their strided extents (checked in debug builds).
+    debug_assert!(k == 0 || a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs);
+    debug_assert!(k == 0 || b.data.len() > (k - 1) * b.rs + (n - 1) * b.cs);
+    debug_assert!(c.data.len() >= m * n);
     // SAFETY: the asserted extents above hold for every call site in this module (shapes are
     // derived from the same MlpConfig and checked batch size), so every index dgemm touches
     // is inside the slices; `c` does not alias `a` or `b` (distinct borrows).
@@ -346,16 +373,16 @@ fn gemm(
             k,
             n,
             1.0,
-            a.as_ptr(),
-            rsa as isize,
-            csa as isize,
-            b.as_ptr(),
-            rsb as isize,
-            csb as isize,
+            a.data.as_ptr(),
+            a.rs as isize,
+            a.cs as isize,
+            b.data.as_ptr(),
+            b.rs as isize,
+            b.cs as isize,
             beta,
-            c.as_mut_ptr(),
-            rsc as isize,
-            csc as isize,
+            c.data.as_mut_ptr(),
+            n as isize,
+            1,
         );
     }
 }

@@ -158,11 +158,11 @@ pub(crate) fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
 /// Run `f` on a worker of rayon's pool, so that the two-thread batch split inside the MLP
 /// runs one half inline instead of waking a second and a third thread for every evaluation.
 pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    if rayon::current_thread_index().is_some() {
-        f()
-    } else {
-        rayon::scope(|_| f())
+    #[cfg(feature = "parallel")]
+    if rayon::current_thread_index().is_none() {
+        return rayon::scope(|_| f());
     }
+    f()
 }
 
 /// A vector field wrapper that counts evaluations and VJPs (used for every solve's cost report).

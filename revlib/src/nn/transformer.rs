@@ -1,32 +1,35 @@
 //! The weight-tied transformer block of the RevDEQ language model, built from dfdx operations
 //! (f32 inside, f64 at the interface), with causal self-attention written out (dfdx's
-//! `MultiHeadAttention` takes no mask).
+//! `MultiHeadAttention` takes no mask). Generic over the device ([`NnDevice`]).
 //!
 //! Two variants ([`BlockKind`]):
-//! - `Talk`: $f(z, x) = \mathrm{LN}_2(\varphi(\mathrm{LN}_1(\mathrm{SA}(z + x))))$, the block on the talk's slide,
-//!   with $\varphi$ a two-layer GELU MLP of width $4d$;
+//! - `PostLn`: $f(z, x) = \mathrm{LN}_2(\varphi(\mathrm{LN}_1(\mathrm{SA}(z + x))))$, layer norms after
+//!   attention and after the MLP and no residual connections — the block drawn in McCallum,
+//!   Arora & Foster's talk on Reversible DEQs — with $\varphi$ a two-layer GELU MLP of width $4d$;
 //! - `PreLnResidual`: $z_1 = z + \mathrm{SA}(\mathrm{LN}_1(z + x))$, $f = z_1 + \varphi(\mathrm{LN}_2(z_1))$,
-//!   the pre-LN residual form of the authors' code (methods.md §5.6; their MLP has one more layer).
+//!   the pre-LN residual block of the authors' language-model code (arXiv:2509.12917; their MLP
+//!   has one more layer).
 //!
 //! SA is causal multi-head attention with separate Q, K, V, O projections (no biases).
 
-use crate::deq::FixedPointMap;
+use super::{Cpu, NnDevice};
+use crate::deq::{FixedPointMap, StateMap};
 use crate::error::{check_len, Error, Result};
 use dfdx::prelude::*;
-use rand::SeedableRng;
-use rand_distr::{Distribution, StandardNormal};
 
 /// Which block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum BlockKind {
-    /// LN ∘ φ ∘ LN ∘ SA(z + x) (the talk's slide).
-    Talk,
+    /// LN ∘ φ ∘ LN ∘ SA(z + x): post-norm, no residual connections (the talk's slide).
+    PostLn,
     /// z + SA(LN(z + x)), then + φ(LN(·)) (the authors' code).
     PreLnResidual,
 }
 
 /// Shape of a block.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BlockConfig {
     /// Model width d.
     pub d_model: usize,
@@ -54,52 +57,63 @@ impl BlockConfig {
     }
 }
 
-type T1 = Tensor<(usize,), f32, Cpu>;
-type T2 = Tensor<(usize, usize), f32, Cpu>;
-type T3<T> = Tensor<(usize, usize, usize), f32, Cpu, T>;
+type T1<D> = Tensor<(usize,), f32, D>;
+type T2<D> = Tensor<(usize, usize), f32, D>;
+/// A batch of sequences, B × S × d, on device `D` with tape `T`.
+pub type Seq<D, T = NoneTape, E = f32> = Tensor<(usize, usize, usize), E, D, T>;
+type T3<D, T> = Seq<D, T>;
 
 /// The parameter tensors (f32), in layout order; rebuilt when the parameters change, not per call.
 #[derive(Debug, Clone)]
-struct Params {
-    wq: T2,
-    wk: T2,
-    wv: T2,
-    wo: T2,
-    g1: T1,
-    n1: T1,
-    w1: T2,
-    b1: T1,
-    w2: T2,
-    b2: T1,
-    g2: T1,
-    n2: T1,
+struct Params<D: NnDevice> {
+    wq: T2<D>,
+    wk: T2<D>,
+    wv: T2<D>,
+    wo: T2<D>,
+    g1: T1<D>,
+    n1: T1<D>,
+    w1: T2<D>,
+    b1: T1<D>,
+    w2: T2<D>,
+    b2: T1<D>,
+    g2: T1<D>,
+    n2: T1<D>,
 }
 
 /// A transformer block with flat f64 parameters (layout: Q, K, V, O as d × d (input-major),
 /// LN₁ γ, β, W₁ (d × h), b₁, W₂ (h × d), b₂, LN₂ γ, β).
 #[derive(Debug, Clone)]
-pub struct TransformerBlock {
+pub struct TransformerBlock<D: NnDevice = Cpu> {
     cfg: BlockConfig,
     theta: Vec<f64>,
-    dev: Cpu,
-    mask: T2,
-    p: Params,
+    dev: D,
+    mask: T2<D>,
+    p: Params<D>,
 }
 
-impl TransformerBlock {
-    /// A block with N(0, 1/fan_in) weights (attention output and W₂ scaled by 1/2), LN β = 0,
-    /// zero biases, LN₁ γ = 1 and LN₂ γ = 0.1 for the talk's block (1 for the residual one).
+impl TransformerBlock<Cpu> {
+    /// A block on the CPU; see [`on`](TransformerBlock::on).
     ///
     /// # Errors
     /// Invalid configuration.
     pub fn new(cfg: BlockConfig, seed: u64) -> Result<Self> {
+        Self::on(Cpu::default(), cfg, seed)
+    }
+}
+
+impl<D: NnDevice> TransformerBlock<D> {
+    /// A block on device `dev` with N(0, 1/fan_in) weights (attention output and W₂ scaled by
+    /// 1/2), LN β = 0, zero biases, LN₁ γ = 1 and LN₂ γ = 0.1 for the post-norm block (1 for the
+    /// residual one). Parameters are drawn on the host from `seed`, so every device starts from
+    /// the same ones.
+    ///
+    /// # Errors
+    /// Invalid configuration.
+    pub fn on(dev: D, cfg: BlockConfig, seed: u64) -> Result<Self> {
         cfg.validate()?;
         let (d, h) = (cfg.d_model, cfg.d_model * cfg.mlp_ratio);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut gauss = |n: usize, fan_in: usize, scale: f64| -> Vec<f64> {
-            let sd = scale / (fan_in as f64).sqrt();
-            (0..n).map(|_| { let v: f64 = StandardNormal.sample(&mut rng); sd * v }).collect::<Vec<f64>>()
-        };
+        let mut rng = crate::rng::Rng::new(seed);
+        let mut gauss = |n: usize, fan_in: usize, scale: f64| rng.normals(n, scale / (fan_in as f64).sqrt());
         let mut theta = Vec::with_capacity(cfg.n_params());
         for k in 0..4 {
             theta.extend(gauss(d * d, d, if k == 3 { 0.5 } else { 1.0 }));
@@ -110,11 +124,10 @@ impl TransformerBlock {
         theta.extend(gauss(h * d, h, 0.5));
         theta.extend(std::iter::repeat(0.0).take(d));
         // The last layer norm's gain sets the scale of z against the injected x, and so the
-        // Lipschitz constant of f in z: starting it at `out_gain` < 1 starts the talk's block
+        // Lipschitz constant of f in z: starting it at `out_gain` < 1 starts the post-norm block
         // as a contraction (the fixed-point solvers converge at initialisation).
-        let out_gain = if cfg.kind == BlockKind::Talk { 0.1 } else { 1.0 };
+        let out_gain = if cfg.kind == BlockKind::PostLn { 0.1 } else { 1.0 };
         theta.extend(std::iter::repeat(out_gain).take(d).chain(std::iter::repeat(0.0).take(d)));
-        let dev = Cpu::default();
         let s = cfg.seq_len;
         // Position i attends to j ≤ i only.
         let mask: Vec<f32> = (0..s * s).map(|k| if k % s > k / s { -1e9 } else { 0.0 }).collect();
@@ -150,13 +163,18 @@ impl TransformerBlock {
         Ok(len / per)
     }
 
-    fn input(&self, v: &[f64], b: usize) -> T3<NoneTape> {
+    fn input(&self, v: &[f64], b: usize) -> Seq<D> {
         self.dev.tensor_from_vec(v.iter().map(|&a| a as f32).collect(), (b, self.cfg.seq_len, self.cfg.d_model))
+    }
+
+    /// The device the block runs on.
+    pub fn device(&self) -> &D {
+        &self.dev
     }
 }
 
 /// The f32 parameter tensors of a block from its flat f64 parameters.
-fn tensors(dev: &Cpu, cfg: &BlockConfig, theta: &[f64]) -> Params {
+fn tensors<D: NnDevice>(dev: &D, cfg: &BlockConfig, theta: &[f64]) -> Params<D> {
     let (d, h) = (cfg.d_model, cfg.d_model * cfg.mlp_ratio);
     let mut off = 0;
     let mut take = |shape: (usize, usize)| {
@@ -180,12 +198,12 @@ fn tensors(dev: &Cpu, cfg: &BlockConfig, theta: &[f64]) -> Params {
     Params { wq, wk, wv, wo, g1, n1, w1, b1, w2, b2, g2, n2 }
 }
 
-fn layer_norm<T: Tape<f32, Cpu> + Merge<T>>(h: T3<T>, g: &T1, b: &T1) -> T3<T> {
+fn layer_norm<D: NnDevice, T: Tape<f32, D> + Merge<T>>(h: T3<D, T>, g: &T1<D>, b: &T1<D>) -> T3<D, T> {
     let shape = *h.shape();
     h.normalize::<Axis<2>>(1e-5) * g.retaped::<T>().broadcast_like::<_, Axes2<0, 1>>(&shape) + b.retaped::<T>().broadcast_like::<_, Axes2<0, 1>>(&shape)
 }
 
-fn linear<T: Tape<f32, Cpu> + Merge<T>>(h: T3<T>, w: &T2, b: Option<&T1>) -> T3<T> {
+fn linear<D: NnDevice, T: Tape<f32, D> + Merge<T>>(h: T3<D, T>, w: &T2<D>, b: Option<&T1<D>>) -> T3<D, T> {
     let y = h.matmul(w.retaped::<T>());
     match b {
         Some(b) => {
@@ -197,7 +215,7 @@ fn linear<T: Tape<f32, Cpu> + Merge<T>>(h: T3<T>, w: &T2, b: Option<&T1>) -> T3<
 }
 
 /// Causal multi-head self-attention.
-fn attention<T: Tape<f32, Cpu> + Merge<T>>(u: T3<T>, p: &Params, heads: usize, mask: &T2) -> T3<T> {
+fn attention<D: NnDevice, T: Tape<f32, D> + Merge<T>>(u: T3<D, T>, p: &Params<D>, heads: usize, mask: &T2<D>) -> T3<D, T> {
     let (b, s, d) = *u.shape();
     let dh = d / heads;
     let q = linear(u.retaped::<T>(), &p.wq, None).reshape_like(&(b, s, heads, dh)).permute::<_, Axes4<0, 2, 1, 3>>();
@@ -209,14 +227,14 @@ fn attention<T: Tape<f32, Cpu> + Merge<T>>(u: T3<T>, p: &Params, heads: usize, m
     linear(o, &p.wo, None)
 }
 
-fn mlp<T: Tape<f32, Cpu> + Merge<T>>(h: T3<T>, p: &Params) -> T3<T> {
+fn mlp<D: NnDevice, T: Tape<f32, D> + Merge<T>>(h: T3<D, T>, p: &Params<D>) -> T3<D, T> {
     linear(linear(h, &p.w1, Some(&p.b1)).fast_gelu(), &p.w2, Some(&p.b2))
 }
 
 /// f(z, x) for the configured variant; the tape rides on `z`.
-fn block_forward<T: Tape<f32, Cpu> + Merge<T>>(z: T3<T>, x: &T3<NoneTape>, p: &Params, cfg: &BlockConfig, mask: &T2) -> T3<T> {
+fn block_forward<D: NnDevice, T: Tape<f32, D> + Merge<T>>(z: T3<D, T>, x: &Seq<D>, p: &Params<D>, cfg: &BlockConfig, mask: &T2<D>) -> T3<D, T> {
     match cfg.kind {
-        BlockKind::Talk => {
+        BlockKind::PostLn => {
             let u = z + x.retaped::<T>();
             layer_norm(mlp(layer_norm(attention(u, p, cfg.heads, mask), &p.g1, &p.n1), p), &p.g2, &p.n2)
         }
@@ -229,54 +247,130 @@ fn block_forward<T: Tape<f32, Cpu> + Merge<T>>(z: T3<T>, x: &T3<NoneTape>, p: &P
     }
 }
 
-impl FixedPointMap for TransformerBlock {
+/// A flat f64 vector on the device.
+type Flat<D> = Tensor<(usize,), f64, D>;
+
+/// Parameter and input cotangents of a [`TransformerBlock`] accumulated on its device (f64),
+/// brought to the host once, by [`into_host`](BlockGrads::into_host).
+#[derive(Debug, Clone)]
+pub struct BlockGrads<D: NnDevice> {
+    params: Vec<Flat<D>>,
+    x: Seq<D, NoneTape, f64>,
+}
+
+impl<D: NnDevice> BlockGrads<D> {
+    /// `(∂/∂θ in the block's layout, ∂/∂x)` on the host.
+    pub fn into_host(self) -> (Vec<f64>, Vec<f64>) {
+        (self.params.iter().flat_map(|t| t.as_vec()).collect(), self.x.as_vec())
+    }
+}
+
+impl<D: NnDevice> TransformerBlock<D> {
+    /// Upload a host batch of sequences (f64) as a state on the device.
+    ///
+    /// # Errors
+    /// A length that is not a multiple of S × d.
+    pub fn state(&self, v: &[f64]) -> Result<Seq<D, NoneTape, f64>> {
+        let b = self.batch(v.len())?;
+        Ok(self.dev.tensor_from_vec(v.to_vec(), (b, self.cfg.seq_len, self.cfg.d_model)))
+    }
+    /// Upload the injected input x (the block computes in f32).
+    ///
+    /// # Errors
+    /// A length that is not a multiple of S × d.
+    pub fn injection(&self, v: &[f64]) -> Result<Seq<D>> {
+        let b = self.batch(v.len())?;
+        Ok(self.input(v, b))
+    }
+    /// Zeroed cotangent accumulators for inputs shaped like `x`.
+    pub fn zero_grads(&self, x: &Seq<D>) -> BlockGrads<D> {
+        let p = &self.p;
+        let sizes = [p.wq.shape().num_elements(), p.wk.shape().num_elements(), p.wv.shape().num_elements(), p.wo.shape().num_elements(), p.g1.shape().0, p.n1.shape().0, p.w1.shape().num_elements(), p.b1.shape().0, p.w2.shape().num_elements(), p.b2.shape().0, p.g2.shape().0, p.n2.shape().0];
+        BlockGrads { params: sizes.iter().map(|&n| self.dev.zeros_like(&(n,))).collect(), x: self.dev.zeros_like(x.shape()) }
+    }
+}
+
+fn flat<D: NnDevice, S: Shape>(t: Tensor<S, f32, D>) -> Flat<D> {
+    let n = t.shape().num_elements();
+    t.to_dtype::<f64>().reshape_like(&(n,))
+}
+
+/// The block as a map on device states: iterates stay on the device (f64, converted to f32 for
+/// the block's arithmetic); only the norms of the stopping rule come back to the host.
+impl<D: NnDevice> StateMap for TransformerBlock<D> {
+    type State = Seq<D, NoneTape, f64>;
+    type Input = Seq<D>;
+    type Grads = BlockGrads<D>;
+    fn zeros(&self, x: &Seq<D>) -> Result<Self::State> {
+        Ok(self.dev.zeros_like(x.shape()))
+    }
+    fn eval(&self, z: &Self::State, x: &Seq<D>) -> Result<Self::State> {
+        check_shape("block state", x.shape(), z.shape())?;
+        Ok(block_forward(z.clone().to_dtype::<f32>(), x, &self.p, &self.cfg, &self.mask).to_dtype::<f64>())
+    }
+    fn vjp(&self, z: &Self::State, x: &Seq<D>, a: &Self::State, grads: &mut BlockGrads<D>) -> Result<Self::State> {
+        check_shape("block state", x.shape(), z.shape())?;
+        check_shape("block cotangent", x.shape(), a.shape())?;
+        let p = &self.p;
+        let z32 = z.clone().to_dtype::<f32>();
+        let y = block_forward(z32.trace(Gradients::leaky()), x, p, &self.cfg, &self.mask);
+        let g = (y * a.clone().to_dtype::<f32>()).sum::<Rank0, _>().backward();
+        let params = [flat(g.get(&p.wq)), flat(g.get(&p.wk)), flat(g.get(&p.wv)), flat(g.get(&p.wo)), flat(g.get(&p.g1)), flat(g.get(&p.n1)), flat(g.get(&p.w1)), flat(g.get(&p.b1)), flat(g.get(&p.w2)), flat(g.get(&p.b2)), flat(g.get(&p.g2)), flat(g.get(&p.n2))];
+        for (acc, gp) in grads.params.iter_mut().zip(params) {
+            *acc = acc.clone() + gp;
+        }
+        grads.x = grads.x.clone() + g.get(x).to_dtype::<f64>();
+        Ok(g.get(&z32).to_dtype::<f64>())
+    }
+    fn lincomb(&self, a: f64, u: &Self::State, b: f64, v: &Self::State) -> Result<Self::State> {
+        Ok(u.clone() * a + v.clone() * b)
+    }
+    fn residual(&self, u: &Self::State, v: &Self::State) -> Result<(f64, f64)> {
+        let d = scalar((u.clone() - v.clone()).square().sum::<Rank0, _>());
+        let n = scalar(v.clone().square().sum::<Rank0, _>());
+        Ok((d.sqrt(), n.sqrt()))
+    }
+    fn finite(&self, u: &Self::State) -> Result<bool> {
+        // A sum of magnitudes is finite exactly when every entry is (short of overflowing
+        // f64 in the sum itself).
+        Ok(scalar(u.clone().abs().sum::<Rank0, _>()).is_finite())
+    }
+}
+
+/// The value of a rank-0 tensor on the host.
+fn scalar<D: NnDevice>(t: Tensor<(), f64, D>) -> f64 {
+    t.as_vec().first().copied().unwrap_or(f64::NAN)
+}
+
+fn check_shape(what: &'static str, expected: &(usize, usize, usize), found: &(usize, usize, usize)) -> Result<()> {
+    check_len(what, expected.0 * expected.1 * expected.2, found.0 * found.1 * found.2)
+}
+
+/// The block on host vectors (each call uploads its inputs and downloads its outputs; the
+/// reversible DEQ keeps its iterates on the device through [`StateMap`] instead).
+impl<D: NnDevice> FixedPointMap for TransformerBlock<D> {
     fn n_params(&self) -> usize {
         self.theta.len()
     }
     fn eval(&self, z: &[f64], x: &[f64], out: &mut [f64]) -> Result<()> {
-        let b = self.batch(z.len())?;
         check_len("block x", z.len(), x.len())?;
         check_len("block output", z.len(), out.len())?;
-        let y = block_forward(self.input(z, b), &self.input(x, b), &self.p, &self.cfg, &self.mask);
-        for (o, v) in out.iter_mut().zip(y.as_vec()) {
-            *o = v as f64;
-        }
+        let y = StateMap::eval(self, &self.state(z)?, &self.injection(x)?)?;
+        out.copy_from_slice(&y.as_vec());
         Ok(())
     }
     fn vjp(&self, z: &[f64], x: &[f64], a: &[f64], a_z: &mut [f64], a_theta: &mut [f64], a_x: &mut [f64]) -> Result<()> {
-        let b = self.batch(z.len())?;
         for (what, v) in [("block x", x.len()), ("block cotangent", a.len()), ("block a_z", a_z.len()), ("block a_x", a_x.len())] {
             check_len(what, z.len(), v)?;
         }
         check_len("block a_theta", self.theta.len(), a_theta.len())?;
-        let p = &self.p;
-        let zt = self.input(z, b);
-        let xt = self.input(x, b);
-        let y = block_forward(zt.trace(Gradients::leaky()), &xt, p, &self.cfg, &self.mask);
-        let g = (y * self.input(a, b)).sum::<Rank0, _>().backward();
-        for (dst, v) in a_z.iter_mut().zip(g.get(&zt).as_vec()) {
-            *dst = v as f64;
-        }
-        for (dst, v) in a_x.iter_mut().zip(g.get(&xt).as_vec()) {
-            *dst += v as f64;
-        }
-        let grads: [Vec<f32>; 12] = [
-            g.get(&p.wq).as_vec(),
-            g.get(&p.wk).as_vec(),
-            g.get(&p.wv).as_vec(),
-            g.get(&p.wo).as_vec(),
-            g.get(&p.g1).as_vec(),
-            g.get(&p.n1).as_vec(),
-            g.get(&p.w1).as_vec(),
-            g.get(&p.b1).as_vec(),
-            g.get(&p.w2).as_vec(),
-            g.get(&p.b2).as_vec(),
-            g.get(&p.g2).as_vec(),
-            g.get(&p.n2).as_vec(),
-        ];
-        for (dst, v) in a_theta.iter_mut().zip(grads.iter().flatten()) {
-            *dst += *v as f64;
-        }
+        let xt = self.injection(x)?;
+        let mut grads = self.zero_grads(&xt);
+        let az = StateMap::vjp(self, &self.state(z)?, &xt, &self.state(a)?, &mut grads)?;
+        a_z.copy_from_slice(&az.as_vec());
+        let (gt, gx) = grads.into_host();
+        a_theta.iter_mut().zip(gt).for_each(|(d, v)| *d += v);
+        a_x.iter_mut().zip(gx).for_each(|(d, v)| *d += v);
         Ok(())
     }
 }

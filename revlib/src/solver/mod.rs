@@ -15,6 +15,51 @@ use crate::error::Result;
 use crate::field::Term;
 use crate::tableau::ButcherTableau;
 
+/// One step of a solve: the term stepped with, the length $n$ of the state (the first $n$
+/// entries of a carry) and the interval $[t_0, t_1]$ (either sign: $t_1 < t_0$ steps backwards).
+#[derive(Clone, Copy)]
+pub struct Step<'a> {
+    /// The term (vector field × control increment).
+    pub term: &'a dyn Term,
+    /// Length of the state $y$.
+    pub n: usize,
+    /// Start of the step.
+    pub t0: f64,
+    /// End of the step.
+    pub t1: f64,
+}
+
+impl<'a> Step<'a> {
+    /// The step from `t0` to `t1` of a state of length `n`.
+    pub fn new(term: &'a dyn Term, n: usize, t0: f64, t1: f64) -> Self {
+        Self { term, n, t0, t1 }
+    }
+    /// The same step taken backwards, from `t1` to `t0`.
+    pub fn reversed(self) -> Self {
+        Self { t0: self.t1, t1: self.t0, ..self }
+    }
+}
+
+/// Where a vector–Jacobian product writes: the cotangent of its input (**overwritten**) and the
+/// parameter cotangent (**added to**).
+pub struct Cotangents<'a> {
+    /// Cotangent of the input (a carry or a state).
+    pub input: &'a mut [f64],
+    /// Cotangent of the parameters $\theta$.
+    pub theta: &'a mut [f64],
+}
+
+impl<'a> Cotangents<'a> {
+    /// Both outputs.
+    pub fn new(input: &'a mut [f64], theta: &'a mut [f64]) -> Self {
+        Self { input, theta }
+    }
+    /// Reborrow (to pass on without giving the outputs away).
+    pub fn reborrow(&mut self) -> Cotangents<'_> {
+        Cotangents { input: self.input, theta: self.theta }
+    }
+}
+
 /// A one-step method on a carry, with the vector–Jacobian product of its step.
 pub trait Solver: Sync {
     /// Name used in tables and benchmark keys.
@@ -30,17 +75,15 @@ pub trait Solver: Sync {
     fn error_order(&self) -> usize;
     /// Fill `carry` (length [`carry_len`](Solver::carry_len)) from the initial state.
     fn init(&self, term: &dyn Term, t0: f64, y0: &[f64], carry: &mut [f64]) -> Result<()>;
-    /// Pull the carry cotangent back through [`init`](Solver::init): overwrites `y0_bar`,
-    /// adds to `theta_bar`.
-    fn init_vjp(&self, term: &dyn Term, t0: f64, y0: &[f64], carry_bar: &[f64], y0_bar: &mut [f64], theta_bar: &mut [f64]) -> Result<()>;
-    /// One step from `t0` to `t1`: `out` receives the new carry; `err`, if given, an error
-    /// estimate for the new state (length `n`).
-    fn step(&self, term: &dyn Term, n: usize, t0: f64, t1: f64, carry: &[f64], out: &mut [f64], err: Option<&mut [f64]>) -> Result<()>;
-    /// VJP of [`step`](Solver::step) at `carry`: overwrites `carry_bar` with
-    /// $(\partial\,\text{out}/\partial\,\text{carry})^\top \overline{\text{out}}$ and adds the
-    /// parameter cotangent to `theta_bar`. The step times are treated as constants.
-    #[allow(clippy::too_many_arguments)]
-    fn step_vjp(&self, term: &dyn Term, n: usize, t0: f64, t1: f64, carry: &[f64], out_bar: &[f64], carry_bar: &mut [f64], theta_bar: &mut [f64]) -> Result<()>;
+    /// Pull the carry cotangent back through [`init`](Solver::init) onto $y_0$ and $\theta$.
+    fn init_vjp(&self, term: &dyn Term, t0: f64, y0: &[f64], carry_bar: &[f64], bar: Cotangents) -> Result<()>;
+    /// One step: `out` receives the new carry; `err`, if given, an error estimate for the new
+    /// state (length `n`).
+    fn step(&self, s: Step, carry: &[f64], out: &mut [f64], err: Option<&mut [f64]>) -> Result<()>;
+    /// VJP of [`step`](Solver::step) at `carry`: $(\partial\,\text{out}/\partial\,\text{carry})^\top
+    /// \overline{\text{out}}$ into `bar.input`, the parameter cotangent added to `bar.theta`. The
+    /// step times are treated as constants.
+    fn step_vjp(&self, s: Step, carry: &[f64], out_bar: &[f64], bar: Cotangents) -> Result<()>;
     /// `Some` for algebraically reversible solvers.
     fn as_reversible(&self) -> Option<&dyn ReversibleSolver> {
         None
@@ -50,28 +93,39 @@ pub trait Solver: Sync {
 /// A solver whose step has an exact algebraic inverse.
 #[doc(alias = "backward_step")]
 pub trait ReversibleSolver: Solver {
-    /// Reconstruct the carry at `t0` from the carry at `t1` (the inverse of
-    /// [`Solver::step`] from `t0` to `t1`), exact up to floating-point round-off.
-    fn reverse_step(&self, term: &dyn Term, n: usize, t0: f64, t1: f64, carry_out: &[f64], carry_in: &mut [f64]) -> Result<()>;
-    /// Reconstruct the carry at `t0` **and** pull `out_bar` back through the step, sharing
+    /// Reconstruct the carry at `s.t0` from the carry at `s.t1` (the inverse of
+    /// [`Solver::step`] over `s`), exact up to floating-point round-off.
+    fn reverse_step(&self, s: Step, carry_out: &[f64], carry_in: &mut [f64]) -> Result<()>;
+    /// Reconstruct the carry at `s.t0` **and** pull `out_bar` back through the step, sharing
     /// the vector-field evaluations of the reconstruction with the VJP. The default calls
     /// [`reverse_step`](ReversibleSolver::reverse_step) then [`Solver::step_vjp`].
-    #[allow(clippy::too_many_arguments)]
-    fn reverse_step_vjp(
-        &self,
-        term: &dyn Term,
-        n: usize,
-        t0: f64,
-        t1: f64,
-        carry_out: &[f64],
-        out_bar: &[f64],
-        carry_in: &mut [f64],
-        carry_bar: &mut [f64],
-        theta_bar: &mut [f64],
-    ) -> Result<()> {
-        self.reverse_step(term, n, t0, t1, carry_out, carry_in)?;
-        self.step_vjp(term, n, t0, t1, carry_in, out_bar, carry_bar, theta_bar)
+    fn reverse_step_vjp(&self, s: Step, carry_out: &[f64], out_bar: &[f64], carry_in: &mut [f64], bar: Cotangents) -> Result<()> {
+        self.reverse_step(s, carry_out, carry_in)?;
+        self.step_vjp(s, carry_in, out_bar, bar)
     }
+}
+
+/// A one-step method $\Psi_{t_0 \to t_1}$ on the state alone (no auxiliary carry) that can step
+/// in either direction: the base method that [`Reversible`] makes algebraically reversible.
+///
+/// [`ExplicitRk`] implements it; so can a user's own method (or, later, a stochastic step)
+/// to be wrapped by [`Reversible`].
+pub trait BaseSolver: Sync {
+    /// What [`advance_vjp`](BaseSolver::advance_vjp) needs from the forward step (for Runge–Kutta
+    /// methods, what each stage's VJP needs).
+    type Saved: Default + Send;
+    /// Name used in tables.
+    fn name(&self) -> String;
+    /// Classical order.
+    fn order(&self) -> usize;
+    /// Order of the embedded solution behind the error estimate, if the method has one.
+    fn error_order(&self) -> Option<usize>;
+    /// $\Psi_{t_0 \to t_1}(y)$ into `out`; the error estimate into `err` if asked; what the VJP
+    /// needs into `saved` if given.
+    fn advance(&self, s: Step, y: &[f64], out: &mut [f64], err: Option<&mut [f64]>, saved: Option<&mut Self::Saved>) -> Result<()>;
+    /// Pull `out_bar` back through the step that filled `saved`: $J_\Psi^\top \overline{\text{out}}$
+    /// into `bar.input`, the parameter cotangent added to `bar.theta`.
+    fn advance_vjp(&self, s: Step, saved: &Self::Saved, out_bar: &[f64], bar: Cotangents) -> Result<()>;
 }
 
 /// An explicit Runge–Kutta method driven by a [`ButcherTableau`].
@@ -133,30 +187,34 @@ impl ExplicitRk {
     pub fn tableau(&self) -> &ButcherTableau {
         &self.tableau
     }
+}
 
-    /// Run the stages from `y` over `[t0, t1]` (either sign), writing $\Psi_{t_0\to t_1}(y)$
-    /// to `out`, the error estimate to `err`, and into `keep` what each stage's VJP needs
-    /// (see [`Term::vf_save`]).
-    #[allow(clippy::too_many_arguments)]
-    pub(crate) fn run(
-        &self,
-        term: &dyn Term,
-        t0: f64,
-        t1: f64,
-        y: &[f64],
-        out: &mut [f64],
-        err: Option<&mut [f64]>,
-        mut keep: Option<&mut Vec<Vec<f64>>>,
-    ) -> Result<()> {
-        let tab = &self.tableau;
+/// What the VJP of an explicit Runge–Kutta step needs: per stage, what the term saved (for an
+/// MLP, its activations).
+pub type RkStages = Vec<Vec<f64>>;
+
+impl BaseSolver for ExplicitRk {
+    type Saved = RkStages;
+    fn name(&self) -> String {
+        self.tableau.name().to_string()
+    }
+    fn order(&self) -> usize {
+        self.tableau.order()
+    }
+    fn error_order(&self) -> Option<usize> {
+        self.tableau.b_err().map(|_| self.tableau.embedded_order().unwrap_or(self.tableau.order()))
+    }
+    /// Runs the stages (fewer without `err` when trailing stages serve only the error estimate).
+    fn advance(&self, s: Step, y: &[f64], out: &mut [f64], err: Option<&mut [f64]>, mut saved: Option<&mut RkStages>) -> Result<()> {
+        let (tab, term, (t0, t1)) = (&self.tableau, s.term, (s.t0, s.t1));
         let h = t1 - t0;
         let m = term.vf_len(y.len());
-        let s = if err.is_some() { tab.stages() } else { tab.solution_stages() };
-        let mut ks: Vec<Vec<f64>> = Vec::with_capacity(s);
-        if let Some(k) = keep.as_deref_mut() {
+        let stages = if err.is_some() { tab.stages() } else { tab.solution_stages() };
+        let mut ks: Vec<Vec<f64>> = Vec::with_capacity(stages);
+        if let Some(k) = saved.as_deref_mut() {
             k.clear();
         }
-        for i in 0..s {
+        for i in 0..stages {
             let mut yi = y.to_vec();
             for (j, &a) in tab.a_row(i).iter().enumerate() {
                 if a != 0.0 {
@@ -164,11 +222,11 @@ impl ExplicitRk {
                 }
             }
             let mut k = vec![0.0; m];
-            match keep.as_deref_mut() {
+            match saved.as_deref_mut() {
                 Some(kp) => {
-                    let mut saved = Vec::new();
-                    term.vf_save(t0 + tab.c()[i] * h, &yi, &mut k, &mut saved)?;
-                    kp.push(saved);
+                    let mut stage = Vec::new();
+                    term.vf_save(t0 + tab.c()[i] * h, &yi, &mut k, &mut stage)?;
+                    kp.push(stage);
                 }
                 None => term.vf(t0 + tab.c()[i] * h, &yi, &mut k)?,
             }
@@ -190,25 +248,13 @@ impl ExplicitRk {
         }
         Ok(())
     }
-
-    /// Pull `out_bar` back through the step whose stages were saved in `stages` by
-    /// [`run`](ExplicitRk::run); overwrites `y_bar`, adds to `theta_bar`.
-    pub(crate) fn vjp_stages(
-        &self,
-        term: &dyn Term,
-        t0: f64,
-        t1: f64,
-        stages: &[Vec<f64>],
-        out_bar: &[f64],
-        y_bar: &mut [f64],
-        theta_bar: &mut [f64],
-    ) -> Result<()> {
-        let tab = &self.tableau;
+    fn advance_vjp(&self, s: Step, stages: &RkStages, out_bar: &[f64], bar: Cotangents) -> Result<()> {
+        let (tab, term, (t0, t1)) = (&self.tableau, s.term, (s.t0, s.t1));
         let n = out_bar.len();
         let m = term.vf_len(n);
-        let s = stages.len();
+        let y_bar = bar.input;
         y_bar.copy_from_slice(out_bar);
-        let mut kbar: Vec<Vec<f64>> = (0..s)
+        let mut kbar: Vec<Vec<f64>> = (0..stages.len())
             .map(|i| {
                 let mut k = vec![0.0; m];
                 if tab.b()[i] != 0.0 {
@@ -218,8 +264,8 @@ impl ExplicitRk {
             })
             .collect();
         let mut ybar_i = vec![0.0; n];
-        for i in (0..s).rev() {
-            term.vf_vjp_saved(&stages[i], &kbar[i], &mut ybar_i, theta_bar)?;
+        for i in (0..stages.len()).rev() {
+            term.vf_vjp_saved(&stages[i], &kbar[i], &mut ybar_i, bar.theta)?;
             for (a, b) in y_bar.iter_mut().zip(&ybar_i) {
                 *a += b;
             }
@@ -235,10 +281,10 @@ impl ExplicitRk {
 
 impl Solver for ExplicitRk {
     fn name(&self) -> String {
-        self.tableau.name().to_string()
+        BaseSolver::name(self)
     }
     fn order(&self) -> usize {
-        self.tableau.order()
+        BaseSolver::order(self)
     }
     fn carry_len(&self, _term: &dyn Term, n: usize) -> usize {
         n
@@ -247,23 +293,23 @@ impl Solver for ExplicitRk {
         self.tableau.b_err().is_some()
     }
     fn error_order(&self) -> usize {
-        self.tableau.embedded_order().unwrap_or(self.tableau.order())
+        BaseSolver::error_order(self).unwrap_or(self.tableau.order())
     }
     fn init(&self, _term: &dyn Term, _t0: f64, y0: &[f64], carry: &mut [f64]) -> Result<()> {
         carry.copy_from_slice(y0);
         Ok(())
     }
-    fn init_vjp(&self, _term: &dyn Term, _t0: f64, _y0: &[f64], carry_bar: &[f64], y0_bar: &mut [f64], _theta_bar: &mut [f64]) -> Result<()> {
-        y0_bar.copy_from_slice(carry_bar);
+    fn init_vjp(&self, _term: &dyn Term, _t0: f64, _y0: &[f64], carry_bar: &[f64], bar: Cotangents) -> Result<()> {
+        bar.input.copy_from_slice(carry_bar);
         Ok(())
     }
-    fn step(&self, term: &dyn Term, _n: usize, t0: f64, t1: f64, carry: &[f64], out: &mut [f64], err: Option<&mut [f64]>) -> Result<()> {
-        self.run(term, t0, t1, carry, out, err, None)
+    fn step(&self, s: Step, carry: &[f64], out: &mut [f64], err: Option<&mut [f64]>) -> Result<()> {
+        self.advance(s, carry, out, err, None)
     }
-    fn step_vjp(&self, term: &dyn Term, _n: usize, t0: f64, t1: f64, carry: &[f64], out_bar: &[f64], carry_bar: &mut [f64], theta_bar: &mut [f64]) -> Result<()> {
-        let mut stages = Vec::new();
+    fn step_vjp(&self, s: Step, carry: &[f64], out_bar: &[f64], bar: Cotangents) -> Result<()> {
+        let mut stages = RkStages::new();
         let mut out = vec![0.0; carry.len()];
-        self.run(term, t0, t1, carry, &mut out, None, Some(&mut stages))?;
-        self.vjp_stages(term, t0, t1, &stages, out_bar, carry_bar, theta_bar)
+        self.advance(s, carry, &mut out, None, Some(&mut stages))?;
+        self.advance_vjp(s, &stages, out_bar, bar)
     }
 }

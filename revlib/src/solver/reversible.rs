@@ -1,11 +1,12 @@
 //! Algebraically reversible solvers: McCallum–Foster [`Reversible`], [`ReversibleHeun`] and the
 //! asynchronous leapfrog [`AsyncLeapfrog`] (MALI).
 
-use super::{ExplicitRk, ReversibleSolver, Solver};
+use super::{BaseSolver, Cotangents, ExplicitRk, ReversibleSolver, Solver, Step};
 use crate::error::{Error, Result};
 use crate::field::{axpy, Term};
 
-/// The McCallum–Foster reversible wrapper of an explicit Runge–Kutta method $\Psi$.
+/// The McCallum–Foster reversible wrapper of a one-step method $\Psi$ (any [`BaseSolver`];
+/// by default an explicit Runge–Kutta method).
 ///
 /// Carry $(y_n, z_n)$ with $z_0 = y_0$; with coupling $\lambda \in (0, 1]$:
 ///
@@ -28,69 +29,101 @@ use crate::field::{axpy, Term};
 /// case — use f64). With adaptive steps the error estimate is that of the forward base step
 /// $\Psi_{t_n\to t_{n+1}}(z_n)$.
 ///
+/// # Examples
+/// Any [`BaseSolver`] can be wrapped, e.g. a hand-written forward Euler step:
+/// ```
+/// use revlib::prelude::*;
+/// use revlib::solver::{BaseSolver, Cotangents, Step};
+///
+/// struct MyEuler;
+/// impl BaseSolver for MyEuler {
+///     type Saved = Vec<f64>; // the point the field was evaluated at (t, y)
+///     fn name(&self) -> String { "MyEuler".into() }
+///     fn order(&self) -> usize { 1 }
+///     fn error_order(&self) -> Option<usize> { None }
+///     fn advance(&self, s: Step, y: &[f64], out: &mut [f64], _err: Option<&mut [f64]>, saved: Option<&mut Vec<f64>>) -> revlib::Result<()> {
+///         let mut k = vec![0.0; s.term.vf_len(y.len())];
+///         match saved {
+///             Some(v) => s.term.vf_save(s.t0, y, &mut k, v)?,
+///             None => s.term.vf(s.t0, y, &mut k)?,
+///         }
+///         out.copy_from_slice(y);
+///         s.term.prod_add(1.0, &k, s.t0, s.t1, out);
+///         Ok(())
+///     }
+///     fn advance_vjp(&self, s: Step, saved: &Vec<f64>, out_bar: &[f64], bar: Cotangents) -> revlib::Result<()> {
+///         let mut k_bar = vec![0.0; s.term.vf_len(out_bar.len())];
+///         s.term.prod_transpose_add(1.0, out_bar, s.t0, s.t1, &mut k_bar);
+///         s.term.vf_vjp_saved(saved, &k_bar, bar.input, bar.theta)?;
+///         for (a, b) in bar.input.iter_mut().zip(out_bar) { *a += b; }
+///         Ok(())
+///     }
+/// }
+///
+/// # fn main() -> revlib::Result<()> {
+/// let field = Mlp::new(MlpConfig { dim: 2, width: 8, depth: 1, time_input: false }, 0)?;
+/// let mine = Reversible::new(MyEuler, 0.9)?;
+/// let builtin = Reversible::new(ExplicitRk::euler(), 0.9)?;
+/// let opts = SolveOptions::fixed(0.0, 1.0, 20);
+/// let a = Adjoint::Reversible.gradient(&field, &mine, &[1.0, 0.5], &opts, &HalfSquaredNorm)?;
+/// let b = Adjoint::Reversible.gradient(&field, &builtin, &[1.0, 0.5], &opts, &HalfSquaredNorm)?;
+/// assert!(rel_err(&a.d_theta, &b.d_theta) < 1e-12);
+/// # Ok(()) }
+/// ```
+///
 /// # References
 /// S. McCallum, J. Foster, *Efficient, accurate and stable gradients for neural ODEs*,
 /// arXiv:2410.11648 (2024).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Reversible {
-    base: ExplicitRk,
+pub struct Reversible<B = ExplicitRk> {
+    base: B,
     coupling: f64,
 }
 
 impl Reversible {
     /// Default coupling $\lambda = 0.999$ (the authors' default).
     pub const DEFAULT_COUPLING: f64 = 0.999;
+}
+
+impl<B: BaseSolver> Reversible<B> {
 
     /// Wrap `base` with coupling `lambda`.
     ///
     /// # Errors
     /// [`Error::InvalidArgument`] unless $0 < \lambda \le 1$.
-    pub fn new(base: ExplicitRk, lambda: f64) -> Result<Self> {
+    pub fn new(base: B, lambda: f64) -> Result<Self> {
         if !(lambda > 0.0 && lambda <= 1.0) {
             return Err(Error::InvalidArgument { name: "coupling λ", value: lambda, expected: "0 < λ ≤ 1" });
         }
         Ok(Self { base, coupling: lambda })
     }
     /// Wrap `base` with the default coupling 0.999.
-    pub fn with_default(base: ExplicitRk) -> Self {
-        Self { base, coupling: Self::DEFAULT_COUPLING }
+    pub fn with_default(base: B) -> Self {
+        Self { base, coupling: Reversible::DEFAULT_COUPLING }
     }
     /// The coupling $\lambda$.
     pub fn coupling(&self) -> f64 {
         self.coupling
     }
     /// The base method.
-    pub fn base(&self) -> &ExplicitRk {
+    pub fn base(&self) -> &B {
         &self.base
     }
 
-    /// Pull `(ȳ_{n+1}, z̄_{n+1})` back through one step given both base steps' stage inputs.
-    #[allow(clippy::too_many_arguments)]
-    fn pullback(
-        &self,
-        term: &dyn Term,
-        n: usize,
-        t0: f64,
-        t1: f64,
-        saved_f: &[Vec<f64>],
-        saved_b: &[Vec<f64>],
-        out_bar: &[f64],
-        carry_bar: &mut [f64],
-        theta_bar: &mut [f64],
-    ) -> Result<()> {
-        let lam = self.coupling;
+    /// Pull `(ȳ_{n+1}, z̄_{n+1})` back through one step given what both base steps saved:
+    /// `fwd` from $\Psi_{t_n \to t_{n+1}}(z_n)$, `bwd` from $\Psi_{t_{n+1} \to t_n}(y_{n+1})$.
+    fn pullback(&self, s: Step, fwd: &B::Saved, bwd: &B::Saved, out_bar: &[f64], bar: Cotangents) -> Result<()> {
+        let (n, lam) = (s.n, self.coupling);
         let (ybar1, zbar1) = out_bar.split_at(n);
-        // z_{n+1} = z_n + y_{n+1} − Ψ_b(y_{n+1})
+        // z_{n+1} = z_n + y_{n+1} − Ψ_b(y_{n+1}): the VJP of Ψ_b with −z̄ returns
+        // −z̄ − J_incᵀ z̄ (identity path included), so ȳ_{n+1} = ȳ1 − J_incᵀ z̄1 = ȳ1 + z̄1 + that.
         let neg_zbar: Vec<f64> = zbar1.iter().map(|v| -v).collect();
         let mut tmp = vec![0.0; n];
-        self.base.vjp_stages(term, t1, t0, saved_b, &neg_zbar, &mut tmp, theta_bar)?;
-        // With Ψ_b(y) = y + inc_b(y), vjp_stages returns the identity path too:
-        // tmp = −z̄ − J_incᵀ z̄. Since ∂z_{n+1}/∂y_{n+1} = −J_inc, the total is
-        // ȳ_{n+1} = ȳ1 − J_incᵀ z̄1 = ȳ1 + z̄1 + tmp.
+        self.base.advance_vjp(s.reversed(), bwd, &neg_zbar, Cotangents::new(&mut tmp, bar.theta))?;
         let ytot: Vec<f64> = ybar1.iter().zip(zbar1).zip(&tmp).map(|((y, z), t)| y + z + t).collect();
         // y_{n+1} = λ (y_n − z_n) + Ψ_f(z_n)
-        let (ybar, zbar) = carry_bar.split_at_mut(n);
-        self.base.vjp_stages(term, t0, t1, saved_f, &ytot, zbar, theta_bar)?;
+        let (ybar, zbar) = bar.input.split_at_mut(n);
+        self.base.advance_vjp(s, fwd, &ytot, Cotangents::new(zbar, bar.theta))?;
         for ((zb, z1), yt) in zbar.iter_mut().zip(zbar1).zip(&ytot) {
             *zb += z1 - lam * yt;
         }
@@ -99,9 +132,30 @@ impl Reversible {
         }
         Ok(())
     }
+
+    /// The inverse step, saving what the base steps' VJPs need when asked.
+    fn reconstruct(&self, s: Step, carry_out: &[f64], carry_in: &mut [f64], saved: Option<(&mut B::Saved, &mut B::Saved)>) -> Result<()> {
+        let (y1, z1) = carry_out.split_at(s.n);
+        let (y, z) = carry_in.split_at_mut(s.n);
+        let (fwd, bwd) = match saved {
+            Some((f, b)) => (Some(f), Some(b)),
+            None => (None, None),
+        };
+        let mut tmp = vec![0.0; s.n];
+        self.base.advance(s.reversed(), y1, &mut tmp, None, bwd)?;
+        for (((zi, z1i), y1i), ti) in z.iter_mut().zip(z1).zip(y1).zip(&tmp) {
+            *zi = z1i - y1i + ti;
+        }
+        self.base.advance(s, z, &mut tmp, None, fwd)?;
+        let inv = 1.0 / self.coupling;
+        for (((yi, y1i), ti), zi) in y.iter_mut().zip(y1).zip(&tmp).zip(z.iter()) {
+            *yi = (y1i - ti) * inv + zi;
+        }
+        Ok(())
+    }
 }
 
-impl Solver for Reversible {
+impl<B: BaseSolver> Solver for Reversible<B> {
     fn name(&self) -> String {
         format!("Reversible{}(λ={})", self.base.name(), self.coupling)
     }
@@ -112,10 +166,10 @@ impl Solver for Reversible {
         2 * n
     }
     fn has_error_estimate(&self) -> bool {
-        self.base.has_error_estimate()
+        self.base.error_order().is_some()
     }
     fn error_order(&self) -> usize {
-        self.base.error_order()
+        self.base.error_order().unwrap_or(self.base.order())
     }
     fn init(&self, _term: &dyn Term, _t0: f64, y0: &[f64], carry: &mut [f64]) -> Result<()> {
         let n = y0.len();
@@ -123,92 +177,52 @@ impl Solver for Reversible {
         carry[n..].copy_from_slice(y0);
         Ok(())
     }
-    fn init_vjp(&self, _term: &dyn Term, _t0: f64, y0: &[f64], carry_bar: &[f64], y0_bar: &mut [f64], _theta_bar: &mut [f64]) -> Result<()> {
+    fn init_vjp(&self, _term: &dyn Term, _t0: f64, y0: &[f64], carry_bar: &[f64], bar: Cotangents) -> Result<()> {
         let n = y0.len();
-        for (i, v) in y0_bar.iter_mut().enumerate() {
+        for (i, v) in bar.input.iter_mut().enumerate() {
             *v = carry_bar[i] + carry_bar[n + i];
         }
         Ok(())
     }
-    fn step(&self, term: &dyn Term, n: usize, t0: f64, t1: f64, carry: &[f64], out: &mut [f64], err: Option<&mut [f64]>) -> Result<()> {
-        let (y, z) = carry.split_at(n);
-        let (y1, z1) = out.split_at_mut(n);
-        self.base.run(term, t0, t1, z, y1, err, None)?;
+    fn step(&self, s: Step, carry: &[f64], out: &mut [f64], err: Option<&mut [f64]>) -> Result<()> {
+        let (y, z) = carry.split_at(s.n);
+        let (y1, z1) = out.split_at_mut(s.n);
+        self.base.advance(s, z, y1, err, None)?;
         for ((o, yi), zi) in y1.iter_mut().zip(y).zip(z) {
             *o += self.coupling * (yi - zi);
         }
-        let mut back = vec![0.0; n];
-        self.base.run(term, t1, t0, y1, &mut back, None, None)?;
+        let mut back = vec![0.0; s.n];
+        self.base.advance(s.reversed(), y1, &mut back, None, None)?;
         for (((o, zi), yi), bi) in z1.iter_mut().zip(z).zip(y1.iter()).zip(&back) {
             *o = zi + yi - bi;
         }
         Ok(())
     }
-    fn step_vjp(&self, term: &dyn Term, n: usize, t0: f64, t1: f64, carry: &[f64], out_bar: &[f64], carry_bar: &mut [f64], theta_bar: &mut [f64]) -> Result<()> {
-        let (y, z) = carry.split_at(n);
-        let (mut sf, mut sb) = (Vec::new(), Vec::new());
-        let mut y1 = vec![0.0; n];
-        self.base.run(term, t0, t1, z, &mut y1, None, Some(&mut sf))?;
+    fn step_vjp(&self, s: Step, carry: &[f64], out_bar: &[f64], bar: Cotangents) -> Result<()> {
+        let (y, z) = carry.split_at(s.n);
+        let (mut fwd, mut bwd) = (B::Saved::default(), B::Saved::default());
+        let mut y1 = vec![0.0; s.n];
+        self.base.advance(s, z, &mut y1, None, Some(&mut fwd))?;
         for ((o, yi), zi) in y1.iter_mut().zip(y).zip(z) {
             *o += self.coupling * (yi - zi);
         }
-        let mut back = vec![0.0; n];
-        self.base.run(term, t1, t0, &y1, &mut back, None, Some(&mut sb))?;
-        self.pullback(term, n, t0, t1, &sf, &sb, out_bar, carry_bar, theta_bar)
+        let mut back = vec![0.0; s.n];
+        self.base.advance(s.reversed(), &y1, &mut back, None, Some(&mut bwd))?;
+        self.pullback(s, &fwd, &bwd, out_bar, bar)
     }
     fn as_reversible(&self) -> Option<&dyn ReversibleSolver> {
         Some(self)
     }
 }
 
-impl ReversibleSolver for Reversible {
-    fn reverse_step(&self, term: &dyn Term, n: usize, t0: f64, t1: f64, carry_out: &[f64], carry_in: &mut [f64]) -> Result<()> {
-        self.reconstruct(term, n, t0, t1, carry_out, carry_in, None, None)
+impl<B: BaseSolver> ReversibleSolver for Reversible<B> {
+    fn reverse_step(&self, s: Step, carry_out: &[f64], carry_in: &mut [f64]) -> Result<()> {
+        self.reconstruct(s, carry_out, carry_in, None)
     }
-    fn reverse_step_vjp(
-        &self,
-        term: &dyn Term,
-        n: usize,
-        t0: f64,
-        t1: f64,
-        carry_out: &[f64],
-        out_bar: &[f64],
-        carry_in: &mut [f64],
-        carry_bar: &mut [f64],
-        theta_bar: &mut [f64],
-    ) -> Result<()> {
-        let (mut sf, mut sb) = (Vec::new(), Vec::new());
-        self.reconstruct(term, n, t0, t1, carry_out, carry_in, Some(&mut sf), Some(&mut sb))?;
-        self.pullback(term, n, t0, t1, &sf, &sb, out_bar, carry_bar, theta_bar)
-    }
-}
-
-impl Reversible {
-    #[allow(clippy::too_many_arguments)]
-    fn reconstruct(
-        &self,
-        term: &dyn Term,
-        n: usize,
-        t0: f64,
-        t1: f64,
-        carry_out: &[f64],
-        carry_in: &mut [f64],
-        keep_f: Option<&mut Vec<Vec<f64>>>,
-        keep_b: Option<&mut Vec<Vec<f64>>>,
-    ) -> Result<()> {
-        let (y1, z1) = carry_out.split_at(n);
-        let (y, z) = carry_in.split_at_mut(n);
-        let mut tmp = vec![0.0; n];
-        self.base.run(term, t1, t0, y1, &mut tmp, None, keep_b)?;
-        for (((zi, z1i), y1i), ti) in z.iter_mut().zip(z1).zip(y1).zip(&tmp) {
-            *zi = z1i - y1i + ti;
-        }
-        self.base.run(term, t0, t1, z, &mut tmp, None, keep_f)?;
-        let inv = 1.0 / self.coupling;
-        for (((yi, y1i), ti), zi) in y.iter_mut().zip(y1).zip(&tmp).zip(z.iter()) {
-            *yi = (y1i - ti) * inv + zi;
-        }
-        Ok(())
+    fn reverse_step_vjp(&self, s: Step, carry_out: &[f64], out_bar: &[f64], carry_in: &mut [f64], bar: Cotangents) -> Result<()> {
+        let (mut fwd, mut bwd) = (B::Saved::default(), B::Saved::default());
+        self.reconstruct(s, carry_out, carry_in, Some((&mut fwd, &mut bwd)))?;
+        self.pullback(s, &fwd, &bwd, out_bar, bar)
     }
 }
 
@@ -254,7 +268,8 @@ impl Solver for ReversibleHeun {
         carry[n..2 * n].copy_from_slice(y0);
         term.vf(t0, y0, &mut carry[2 * n..])
     }
-    fn init_vjp(&self, term: &dyn Term, t0: f64, y0: &[f64], carry_bar: &[f64], y0_bar: &mut [f64], theta_bar: &mut [f64]) -> Result<()> {
+    fn init_vjp(&self, term: &dyn Term, t0: f64, y0: &[f64], carry_bar: &[f64], bar: Cotangents) -> Result<()> {
+        let (y0_bar, theta_bar) = (bar.input, bar.theta);
         let n = y0.len();
         term.vf_vjp(t0, y0, &carry_bar[2 * n..], y0_bar, theta_bar)?;
         for (i, v) in y0_bar.iter_mut().enumerate() {
@@ -262,7 +277,8 @@ impl Solver for ReversibleHeun {
         }
         Ok(())
     }
-    fn step(&self, term: &dyn Term, n: usize, t0: f64, t1: f64, carry: &[f64], out: &mut [f64], err: Option<&mut [f64]>) -> Result<()> {
+    fn step(&self, s: Step, carry: &[f64], out: &mut [f64], err: Option<&mut [f64]>) -> Result<()> {
+        let Step { term, n, t0, t1 } = s;
         let (y, rest) = carry.split_at(n);
         let (yh, f0) = rest.split_at(n);
         let (y1, rest1) = out.split_at_mut(n);
@@ -282,7 +298,9 @@ impl Solver for ReversibleHeun {
         }
         Ok(())
     }
-    fn step_vjp(&self, term: &dyn Term, n: usize, t0: f64, t1: f64, carry: &[f64], out_bar: &[f64], carry_bar: &mut [f64], theta_bar: &mut [f64]) -> Result<()> {
+    fn step_vjp(&self, s: Step, carry: &[f64], out_bar: &[f64], bar: Cotangents) -> Result<()> {
+        let Step { term, n, t0, t1 } = s;
+        let (carry_bar, theta_bar) = (bar.input, bar.theta);
         let (y, rest) = carry.split_at(n);
         let (yh, f0) = rest.split_at(n);
         let mut yh1: Vec<f64> = y.iter().zip(yh).map(|(a, b)| 2.0 * a - b).collect();
@@ -313,7 +331,8 @@ impl Solver for ReversibleHeun {
 }
 
 impl ReversibleSolver for ReversibleHeun {
-    fn reverse_step(&self, term: &dyn Term, n: usize, t0: f64, t1: f64, carry_out: &[f64], carry_in: &mut [f64]) -> Result<()> {
+    fn reverse_step(&self, s: Step, carry_out: &[f64], carry_in: &mut [f64]) -> Result<()> {
+        let Step { term, n, t0, t1 } = s;
         let (y1, rest1) = carry_out.split_at(n);
         let (yh1, f1) = rest1.split_at(n);
         let (y, rest) = carry_in.split_at_mut(n);
@@ -395,13 +414,15 @@ impl Solver for AsyncLeapfrog {
         carry[..n].copy_from_slice(y0);
         term.vf(t0, y0, &mut carry[n..])
     }
-    fn init_vjp(&self, term: &dyn Term, t0: f64, y0: &[f64], carry_bar: &[f64], y0_bar: &mut [f64], theta_bar: &mut [f64]) -> Result<()> {
+    fn init_vjp(&self, term: &dyn Term, t0: f64, y0: &[f64], carry_bar: &[f64], bar: Cotangents) -> Result<()> {
+        let (y0_bar, theta_bar) = (bar.input, bar.theta);
         let n = y0.len();
         term.vf_vjp(t0, y0, &carry_bar[n..], y0_bar, theta_bar)?;
         axpy(1.0, &carry_bar[..n], y0_bar);
         Ok(())
     }
-    fn step(&self, term: &dyn Term, n: usize, t0: f64, t1: f64, carry: &[f64], out: &mut [f64], err: Option<&mut [f64]>) -> Result<()> {
+    fn step(&self, s: Step, carry: &[f64], out: &mut [f64], err: Option<&mut [f64]>) -> Result<()> {
+        let Step { term, n, t0, t1 } = s;
         let (y, v) = carry.split_at(n);
         let (y1, v1) = out.split_at_mut(n);
         let tm = 0.5 * (t0 + t1);
@@ -422,7 +443,9 @@ impl Solver for AsyncLeapfrog {
         }
         Ok(())
     }
-    fn step_vjp(&self, term: &dyn Term, n: usize, t0: f64, t1: f64, carry: &[f64], out_bar: &[f64], carry_bar: &mut [f64], theta_bar: &mut [f64]) -> Result<()> {
+    fn step_vjp(&self, s: Step, carry: &[f64], out_bar: &[f64], bar: Cotangents) -> Result<()> {
+        let Step { term, n, t0, t1 } = s;
+        let (carry_bar, theta_bar) = (bar.input, bar.theta);
         let (y, v) = carry.split_at(n);
         let tm = 0.5 * (t0 + t1);
         let mut ymid = y.to_vec();
@@ -448,7 +471,8 @@ impl Solver for AsyncLeapfrog {
 }
 
 impl ReversibleSolver for AsyncLeapfrog {
-    fn reverse_step(&self, term: &dyn Term, n: usize, t0: f64, t1: f64, carry_out: &[f64], carry_in: &mut [f64]) -> Result<()> {
+    fn reverse_step(&self, s: Step, carry_out: &[f64], carry_in: &mut [f64]) -> Result<()> {
+        let Step { term, n, t0, t1 } = s;
         let (y1, v1) = carry_out.split_at(n);
         let (y, v) = carry_in.split_at_mut(n);
         let tm = 0.5 * (t0 + t1);

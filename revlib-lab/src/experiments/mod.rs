@@ -1,4 +1,4 @@
-//! The talk's experiments (McCallum & Foster 2024, methods.md §4): training a neural ODE with
+//! The talk's experiments (McCallum & Foster, arXiv:2410.11648): training a neural ODE with
 //! the reversible adjoint against recursive checkpointing on the white dwarf equation and on
 //! Schmidt & Lipson's measured oscillator and double pendulum, and the runtime of one
 //! gradient vs the number of steps.
@@ -14,12 +14,11 @@ pub mod runtime;
 pub mod train;
 pub mod wikitext;
 
-use crate::adjoint::Adjoint;
-use crate::bench::Provenance;
+pub use crate::results::{append_jsonl, append_jsonl_unique, read_jsonl};
+
+use revlib::Adjoint;
 use crate::error::{Error, Result};
 use crate::notebook::{fmt_num, Mode};
-use std::io::Write;
-use std::path::Path;
 use train::{RunSpec, System};
 
 /// The experiments the CLI knows.
@@ -40,37 +39,79 @@ pub fn white_dwarf_grid(mode: Mode) -> Vec<RunSpec> {
     grid(System::WhiteDwarf, solvers, cs, seeds, steps)
 }
 
-/// The oscillator and pendulum grid. Full: the talk's 10 000 training steps, oscillator with
-/// the 4 solvers and pendulum with Bosh3, trimmed to 2 seeds (talk: 5 for the pendulum) and
-/// c ∈ {4, 8, 16, 31/32} (talk: also c = 2, the slowest column) to fit the two-hour budget.
-/// Default: midpoint oscillator and Bosh3 pendulum, c ∈ {8, 31/32}, 1 seed, 100 steps.
-/// Quick: the same with c = 8 and 10 steps.
+/// The talk's checkpoint counts for the oscillator and pendulum (c(499) = 31 for the
+/// oscillator, 32 for the pendulum).
+pub const PHYSICAL_CHECKPOINTS: [usize; 5] = [2, 4, 8, 16, 32];
+
+/// The oscillator and pendulum grid. Full: the talk's 10 000 training steps and checkpoint
+/// counts c ∈ {2, 4, 8, 16, 31/32}; the pendulum (Bosh3) and the midpoint oscillator with the
+/// talk's 5 seeds; the Euler, Ralston3 and RK4 oscillators with 2 seeds (the one trim, to fit
+/// about two hours on 2 cores with `--jobs 2`). Default: midpoint oscillator and Bosh3
+/// pendulum, c ∈ {8, 31/32}, 1 seed, 100 steps. Quick: the same with c = 8 and 10 steps.
 pub fn physical_grid(mode: Mode) -> Vec<RunSpec> {
-    let (osc_solvers, cs, seeds, steps): (&[&str], &[usize], &[u64], usize) = match mode {
-        Mode::Quick => (&["midpoint"], &[8], &[0], 10),
-        Mode::Default => (&["midpoint"], &[8, 32], &[0], 100),
-        Mode::Full => (&["euler", "midpoint", "ralston3", "rk4"], &[4, 8, 16, 32], &[0, 1], 10_000),
-    };
     // c(499) = 31 for the oscillator, 32 for the pendulum, as in the talk.
-    let osc_cs: Vec<usize> = cs.iter().map(|&c| if c == 32 { 31 } else { c }).collect();
-    let mut g = grid(System::Oscillator, osc_solvers, &osc_cs, seeds, steps);
-    g.extend(grid(System::Pendulum, &["bosh3"], cs, seeds, steps));
-    g
+    let osc = |cs: &[usize]| -> Vec<usize> { cs.iter().map(|&c| if c == 32 { 31 } else { c }).collect() };
+    match mode {
+        Mode::Quick => {
+            let mut g = grid(System::Oscillator, &["midpoint"], &[8], &[0], 10);
+            g.extend(grid(System::Pendulum, &["bosh3"], &[8], &[0], 10));
+            g
+        }
+        Mode::Default => {
+            let mut g = grid(System::Oscillator, &["midpoint"], &osc(&[8, 32]), &[0], 100);
+            g.extend(grid(System::Pendulum, &["bosh3"], &[8, 32], &[0], 100));
+            g
+        }
+        Mode::Full => {
+            let five = [0, 1, 2, 3, 4];
+            let mut g = grid(System::Oscillator, &["midpoint"], &osc(&PHYSICAL_CHECKPOINTS), &five, 10_000);
+            g.extend(grid(System::Oscillator, &["euler", "ralston3", "rk4"], &osc(&PHYSICAL_CHECKPOINTS), &[0, 1], 10_000));
+            g.extend(grid(System::Pendulum, &["bosh3"], &PHYSICAL_CHECKPOINTS, &five, 10_000));
+            g
+        }
+    }
 }
 
 /// The runtime grid: numbers of steps and strategies (reversible, full storage, and
-/// checkpointing with c ∈ {2, 4, 8, ⌈√n⌉}).
+/// checkpointing with c ∈ {2, 4, 8, ⌈√n⌉, 44}, with the offline revolve schedule and — in
+/// default and full mode — the online one that adaptive steps need, as diffrax uses).
 pub fn runtime_grid(mode: Mode) -> Vec<(usize, Adjoint)> {
     let ns: &[usize] = mode.pick(&[100, 200, 500], &[100, 200, 400, 600, 800, 1000, 2000], &[100, 200, 300, 400, 500, 600, 700, 800, 900, 1000, 2000, 5000, 10000]);
     let mut out = Vec::new();
     for &n in ns {
-        let mut cs = vec![2, 4, 8, runtime::sqrt_checkpoints(n)];
+        let mut cs = vec![2, 4, 8, runtime::sqrt_checkpoints(n), 44];
+        cs.sort_unstable();
         cs.dedup();
         out.push((n, Adjoint::Reversible));
         out.push((n, Adjoint::FullStorage));
-        out.extend(cs.into_iter().map(|c| (n, Adjoint::Checkpoint(c))));
+        out.extend(cs.iter().map(|&c| (n, Adjoint::Checkpoint(c))));
+        if mode != Mode::Quick {
+            out.extend(cs.iter().map(|&c| (n, Adjoint::CheckpointOnline(c))));
+        }
     }
     out
+}
+
+/// Which of two measured quantities is smaller, claimed only where the measurements allow it:
+/// `Some(Less)` when `a` is below `b` by more than the sum of their spreads, `Some(Greater)` for
+/// the reverse, `None` ("no verdict") otherwise. The spreads are sample standard deviations
+/// (divisor n − 1) over seeds or repeats, each from at least two samples: with two to five seeds
+/// the population standard deviation of the authors' tables would understate them.
+pub fn separated(a: &[f64], b: &[f64]) -> Option<std::cmp::Ordering> {
+    if a.len() < 2 || b.len() < 2 {
+        return None;
+    }
+    let sample = |xs: &[f64]| {
+        let (m, s) = mean_std(xs);
+        let n = xs.len() as f64;
+        (m, s * (n / (n - 1.0)).sqrt())
+    };
+    let ((ma, sa), (mb, sb)) = (sample(a), sample(b));
+    if (ma - mb).abs() > sa + sb {
+        ma.partial_cmp(&mb)
+    } else {
+        None
+    }
 }
 
 fn grid(system: System, solvers: &[&str], cs: &[usize], seeds: &[u64], train_steps: usize) -> Vec<RunSpec> {
@@ -84,41 +125,6 @@ fn grid(system: System, solvers: &[&str], cs: &[usize], seeds: &[u64], train_ste
         }
     }
     out
-}
-
-/// Read a JSON-lines results file (missing file: no records). Lines that do not parse as `T`
-/// are an error with their line number.
-///
-/// # Errors
-/// [`Error::Io`] on a read failure or a malformed line.
-pub fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::Io { path: path.display().to_string(), reason: e.to_string() }),
-    };
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::Io { path: path.display().to_string(), reason: format!("line {}: {e}", i + 1) }))
-        .collect()
-}
-
-/// Append one record, with provenance, as a JSON line (and flush it, so an interrupted run
-/// loses at most the run in progress).
-///
-/// # Errors
-/// [`Error::Io`] on a write failure.
-pub fn append_jsonl<T: serde::Serialize>(path: &Path, record: &T, provenance: &Provenance) -> Result<()> {
-    let io = |e: std::io::Error| Error::Io { path: path.display().to_string(), reason: e.to_string() };
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(io)?;
-    }
-    let mut v = serde_json::to_value(record).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })?;
-    v["provenance"] = serde_json::to_value(provenance).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })?;
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(io)?;
-    writeln!(f, "{v}").map_err(io)?;
-    f.flush().map_err(io)
 }
 
 /// A number the authors published (one row of `data/published/mccallum-foster-2024.json`).
@@ -149,14 +155,14 @@ pub struct Published {
 /// (`data/published/mccallum-foster-2024.json`, compiled into revlib).
 ///
 /// # Errors
-/// [`Error::Io`] if the embedded file does not parse (a build defect).
+/// [`Error::Json`] if the embedded file does not parse (a build defect).
 pub fn published() -> Result<(String, Vec<Published>)> {
     parse_published(include_str!("../../../data/published/mccallum-foster-2024.json"), "data/published/mccallum-foster-2024.json")
 }
 
 /// `(source, records)` of a published-numbers file (`{"source": …, "records": [...]}`).
 pub(crate) fn parse_published<T: serde::de::DeserializeOwned>(text: &str, path: &str) -> Result<(String, Vec<T>)> {
-    let io = |e: serde_json::Error| Error::Io { path: path.into(), reason: e.to_string() };
+    let io = |e: serde_json::Error| Error::Json { path: path.into(), source: e };
     let doc: serde_json::Value = serde_json::from_str(text).map_err(io)?;
     let records = serde_json::from_value(doc["records"].clone()).map_err(io)?;
     Ok((doc["source"].as_str().unwrap_or("").to_string(), records))

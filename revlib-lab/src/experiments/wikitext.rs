@@ -41,7 +41,7 @@ fn split_path(dir: &Path, split: &str) -> Option<PathBuf> {
 /// Words of a file, one `<eos>` after every line (blank lines included, as the standard
 /// word-level recipe does).
 fn words(path: &Path) -> Result<Vec<String>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })?;
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
     let mut out = Vec::new();
     for line in text.lines() {
         out.extend(line.split_whitespace().map(str::to_string));
@@ -82,8 +82,12 @@ pub fn build_corpus(train: &[String], valid: &[String], test: &[String], max_voc
 pub fn load_wikitext(dir: &Path, max_vocab: usize) -> Result<Corpus> {
     let mut splits = Vec::new();
     for split in ["train", "valid", "test"] {
-        let p = split_path(dir, split).ok_or_else(|| Error::Io { path: dir.display().to_string(), reason: format!("no wiki.{split}.tokens or {split}.txt") })?;
-        splits.push(words(&p)?);
+        let p = split_path(dir, split).ok_or_else(|| Error::Io { path: dir.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("no wiki.{split}.tokens or {split}.txt")) })?;
+        let w = words(&p)?;
+        if w.is_empty() {
+            return Err(Error::Parse { path: p, line: 0, reason: format!("the {split} split has no words") });
+        }
+        splits.push(w);
     }
     let source = format!("WikiText from {} (word level, vocabulary capped at {max_vocab} with <unk>)", dir.display());
     build_corpus(&splits[0], &splits[1], &splits[2], max_vocab, source)

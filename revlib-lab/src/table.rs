@@ -2,7 +2,7 @@
 //! records, shown as HTML in a notebook cell.
 //!
 //! ```
-//! use revlib::table::frame;
+//! use revlib_lab::table::frame;
 //! let rows = vec![
 //!     serde_json::json!({"adjoint": "reversible", "loss": 8.7e-5, "sec": 1.5}),
 //!     serde_json::json!({"adjoint": "checkpoint_8", "loss": 8.7e-5, "sec": null}),
@@ -22,7 +22,7 @@ use polars::prelude::{AnyValue, Column, DataFrame};
 /// (numbers printed, missing values null).
 ///
 /// # Errors
-/// [`Error::Backend`] if polars rejects the frame.
+/// [`Error::Table`] if polars rejects the frame.
 pub fn frame(records: &[serde_json::Value], columns: &[&str]) -> Result<DataFrame> {
     let cols: Vec<Column> = columns
         .iter()
@@ -43,7 +43,7 @@ pub fn frame(records: &[serde_json::Value], columns: &[&str]) -> Result<DataFram
             }
         })
         .collect();
-    DataFrame::new(records.len(), cols).map_err(|e| Error::Backend(format!("polars: {e}")))
+    DataFrame::new(records.len(), cols).map_err(Error::from)
 }
 
 /// An HTML table of a data frame (numbers to 3 significant digits, nulls as "—").

@@ -1,13 +1,16 @@
 //! `revlib` command line: the gradient benchmark and the experiment drivers.
 
 use clap::{Parser, Subcommand};
-use revlib::bench::{predict_seconds, run_case, Case, Provenance};
-use revlib::experiments::runtime::{runtime_case, RuntimeRecord};
-use revlib::experiments::train::{train, RunRecord, RunSpec};
-use revlib::experiments::lm::{study_models, train_lm, LmResult, StudyConfig};
-use revlib::experiments::wikitext::wikitext2_or_generated;
-use revlib::experiments::{append_jsonl, physical_grid, read_jsonl, runtime_grid, white_dwarf_grid, EXPERIMENTS};
-use revlib::notebook::Mode;
+use revlib_lab::bench::{predict_seconds, run_case, Case};
+use revlib_lab::provenance::Provenance;
+use revlib_lab::experiments::runtime::runtime_case;
+use revlib_lab::experiments::train::{train, RunSpec};
+use revlib_lab::experiments::lm::{study_models, train_lm, LmResult, StudyConfig};
+use revlib_lab::experiments::wikitext::wikitext2_or_generated;
+use revlib_lab::experiments::{physical_grid, read_jsonl, runtime_grid, white_dwarf_grid, EXPERIMENTS};
+use revlib_lab::results::{append_jsonl_unique, repair_jsonl, Repair, RunLock};
+use revlib_lab::notebook::Mode;
+use revlib::nn::DeviceKind;
 use revlib::Adjoint;
 use std::io::BufRead;
 use std::path::Path;
@@ -18,7 +21,14 @@ use std::process::{Command, Stdio};
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Exit when standard input closes: set by a parent `revlib` on the processes it starts, so
+    /// that they end with it instead of training on unobserved.
+    #[arg(long, global = true, hide = true)]
+    exit_with_parent: bool,
 }
+
+/// Every mode's name, for clap's list of possible values.
+const MODES: [&str; 3] = ["quick", "default", "full"];
 
 #[derive(Subcommand)]
 enum Cmd {
@@ -47,10 +57,11 @@ enum Cmd {
     /// progress bars, one JSON line per finished run appended to `<out>/<experiment>.jsonl`.
     /// Runs already in that file are skipped, so an interrupted grid resumes where it stopped.
     Experiment {
-        /// white-dwarf, physical, runtime or all.
+        /// Which grid.
+        #[arg(value_parser = ["white-dwarf", "physical", "runtime", "all"])]
         name: String,
-        /// Grid size: quick, default or full.
-        #[arg(long, default_value = "full")]
+        /// Grid size.
+        #[arg(long, default_value = "full", value_parser = MODES)]
         mode: String,
         /// Output directory (default: results/<mode>).
         #[arg(long)]
@@ -61,21 +72,31 @@ enum Cmd {
         /// Repeats per runtime case.
         #[arg(long, default_value_t = 10)]
         repeats: usize,
+        /// Runs at once (one process each).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
     },
     /// The perplexity study: transformers, an implicit DEQ and a RevDEQ trained on the same
     /// WikiText-2 tokens (or the generated corpus when the files are absent). One JSON line per
     /// model in `<out>/lm-study.jsonl`; checkpoints in `<out>/lm-checkpoints/`; finished models
     /// are skipped and an interrupted model resumes from its last checkpoint.
     LmStudy {
-        /// Sizes: quick, default or full.
-        #[arg(long, default_value = "full")]
+        /// Sizes.
+        #[arg(long, default_value = "full", value_parser = MODES)]
         mode: String,
         /// Output directory (default: results/<mode>).
         #[arg(long)]
         out: Option<std::path::PathBuf>,
-        /// Only these models (comma-separated names).
+        /// Only these models (comma-separated names such as `revdeq_s1`, or families such as
+        /// `revdeq`).
         #[arg(long, value_delimiter = ',')]
         models: Vec<String>,
+        /// Device of the models: cpu, cuda or cuda:<n> (CUDA needs `--features cuda`).
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Models trained at once (one process each).
+        #[arg(long, default_value_t = 1)]
+        jobs: usize,
     },
     /// Train one run described by a JSON `RunSpec` (used by `experiment`); progress on stderr.
     #[command(hide = true)]
@@ -95,6 +116,8 @@ enum Cmd {
     },
     /// Print the <script> tags with plotly.js for offline reports (needs feature `plot`).
     PlotlyJs,
+    /// Print this build's provenance (commit, version, CPU, threads) as JSON.
+    Provenance,
     /// Run one benchmark case in this process (used by `bench`).
     #[command(hide = true)]
     BenchCase {
@@ -119,7 +142,18 @@ fn main() {
 }
 
 fn run() -> Result<(), Box<dyn std::error::Error>> {
-    match Cli::parse().cmd {
+    let cli = Cli::parse();
+    if cli.exit_with_parent {
+        // The parent holds the write end of our stdin; when it dies, the read returns.
+        std::thread::spawn(|| {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            // No message: stderr went to the parent, so writing to it now would fail.
+            std::process::exit(130);
+        });
+    }
+    let child = cli.exit_with_parent;
+    match cli.cmd {
         Cmd::TrainRun { spec } => {
             let spec: RunSpec = serde_json::from_str(&spec)?;
             let mut last = std::time::Instant::now();
@@ -135,22 +169,24 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             let rec = runtime_case(n, Adjoint::from_key(&adjoint)?, repeats, 0)?;
             println!("{}", serde_json::to_string(&rec)?);
         }
-        Cmd::LmStudy { mode, out, models } => {
+        Cmd::LmStudy { mode, out, models, device, jobs } => {
             let mode = Mode::parse(&mode)?;
+            let device = DeviceKind::parse(&device)?;
             let out = out.unwrap_or_else(|| std::path::PathBuf::from("results").join(mode.name()));
-            lm_study(mode, &out, &models)?;
+            lm_study(mode, &out, &models, device, jobs, child)?;
         }
-        Cmd::Experiment { name, mode, out, fresh, repeats } => {
+        Cmd::Experiment { name, mode, out, fresh, repeats, jobs } => {
             let mode = Mode::parse(&mode)?;
             let out = out.unwrap_or_else(|| std::path::PathBuf::from("results").join(mode.name()));
             let names: Vec<&str> = if name == "all" { EXPERIMENTS.to_vec() } else { vec![name.as_str()] };
             for name in names {
-                run_experiment(name, mode, &out, fresh, repeats)?;
+                run_experiment(name, mode, &out, fresh, repeats, jobs)?;
             }
         }
+        Cmd::Provenance => println!("{}", serde_json::to_string(&Provenance::collect(0, "bench"))?),
         Cmd::PlotlyJs => {
             #[cfg(feature = "plot")]
-            println!("{}", revlib::plot::plotly_js());
+            println!("{}", revlib_lab::plot::plotly_js());
             #[cfg(not(feature = "plot"))]
             return Err("build with `--features plot` for plotly-js".into());
         }
@@ -206,16 +242,62 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Run one experiment grid, resuming from its results file.
-fn run_experiment(name: &str, mode: Mode, out: &Path, fresh: bool, repeats: usize) -> Result<(), Box<dyn std::error::Error>> {
-    let path = out.join(format!("{name}.jsonl"));
-    if fresh && path.exists() {
-        std::fs::remove_file(&path)?;
+/// Run one child process of a grid, showing its `progress <step> <loss>` lines on `bar`, and
+/// return the JSON record it prints.
+fn run_child(exe: &Path, args: &[String], bar: &indicatif::ProgressBar) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let mut child = Command::new(exe).args(args).arg("--exit-with-parent").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
+    // Held until the child is done: if this process dies, the pipe closes and the child stops.
+    let _lifeline = child.stdin.take();
+    let mut err_text = String::new();
+    if let Some(stderr) = child.stderr.take() {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let line = line?;
+            let mut it = line.split_whitespace();
+            match (it.next(), it.next(), it.next()) {
+                (Some("progress"), Some(step), Some(loss)) => {
+                    bar.set_position(step.parse().unwrap_or(0));
+                    bar.set_message(format!("loss {loss}"));
+                }
+                _ => {
+                    err_text.push_str(&line);
+                    err_text.push('\n');
+                }
+            }
+        }
     }
-    let prov = Provenance::collect(0, mode.name());
+    let output = child.wait_with_output()?;
+    if !output.status.success() {
+        return Err(err_text.into());
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// Say what opening a results file repaired (a torn last line moved aside, a newline added).
+fn report_repair(repair: &Repair, path: &Path) {
+    if let Some(torn) = &repair.torn_file {
+        eprintln!("{}: a torn last line ({} bytes, an interrupted write) was moved to {}", path.display(), repair.torn_bytes, torn.display());
+    }
+    if repair.added_newline {
+        eprintln!("{}: the last record lacked its newline; added", path.display());
+    }
+}
+
+/// The key that identifies a record of an experiment's results file (a run is done once).
+fn record_key(experiment: &str, v: &serde_json::Value) -> Option<String> {
+    if experiment == "runtime" {
+        Some(format!("n{}/{}", v["n"].as_u64()?, v["adjoint"].as_str()?))
+    } else {
+        v["key"].as_str().map(str::to_string)
+    }
+}
+
+/// Run one experiment grid with `jobs` processes at once, resuming from its results file.
+fn run_experiment(name: &str, mode: Mode, out: &Path, fresh: bool, repeats: usize, jobs: usize) -> Result<(), Box<dyn std::error::Error>> {
+    let path = out.join(format!("{name}.jsonl"));
     let exe = std::env::current_exe()?;
-    // (key, arguments of the child process, training steps for the inner bar)
-    let jobs: Vec<(String, Vec<String>, u64)> = match name {
+    // (key, arguments of the child process, training steps for the inner bar); building the
+    // grid validates the experiment before anything on disk is touched.
+    let runs: Vec<(String, Vec<String>, u64)> = match name {
         "white-dwarf" | "physical" => {
             let grid = if name == "white-dwarf" { white_dwarf_grid(mode) } else { physical_grid(mode) };
             grid.iter().map(|s| Ok((s.key(), vec!["train-run".into(), "--spec".into(), serde_json::to_string(s)?], s.train_steps as u64))).collect::<Result<_, serde_json::Error>>()?
@@ -226,87 +308,128 @@ fn run_experiment(name: &str, mode: Mode, out: &Path, fresh: bool, repeats: usiz
             .collect(),
         other => return Err(format!("unknown experiment `{other}` (white-dwarf, physical, runtime, all)").into()),
     };
-    let done: Vec<String> = if name == "runtime" {
-        read_jsonl::<RuntimeRecord>(&path)?.into_iter().map(|r| format!("n{}/{}", r.n, r.adjoint)).collect()
-    } else {
-        read_jsonl::<RunRecord>(&path)?.into_iter().map(|r| r.key).collect()
-    };
-    let todo: Vec<_> = jobs.into_iter().filter(|j| !done.contains(&j.0)).collect();
+    // One driver per results file; a second one exits here with the file's name.
+    let _lock = RunLock::acquire(&path)?;
+    if fresh && path.exists() {
+        std::fs::remove_file(&path)?;
+    }
+    let prov = Provenance::collect(0, mode.name());
+    report_repair(&repair_jsonl(&path)?, &path);
+    let done: Vec<String> = read_jsonl::<serde_json::Value>(&path)?.iter().filter_map(|v| record_key(name, v)).collect();
+    let todo: Vec<_> = runs.into_iter().filter(|j| !done.contains(&j.0)).collect();
     eprintln!("{name} ({}): {} runs done, {} to go → {}", mode.name(), done.len(), todo.len(), path.display());
     let bars = indicatif::MultiProgress::new();
     let style = indicatif::ProgressStyle::with_template("{prefix:>12} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} (eta {eta})")?;
     let outer = bars.add(indicatif::ProgressBar::new(todo.len() as u64).with_style(style.clone()).with_prefix(name.to_string()));
-    for (key, args, steps) in todo {
-        outer.set_message(key.clone());
-        let inner = bars.add(indicatif::ProgressBar::new(steps.max(1)).with_style(style.clone()).with_prefix("steps"));
-        let mut child = Command::new(&exe).args(&args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn()?;
-        let mut err_text = String::new();
-        if let Some(stderr) = child.stderr.take() {
-            for line in std::io::BufReader::new(stderr).lines() {
-                let line = line?;
-                let mut it = line.split_whitespace();
-                match (it.next(), it.next(), it.next()) {
-                    (Some("progress"), Some(step), Some(loss)) => {
-                        inner.set_position(step.parse().unwrap_or(0));
-                        inner.set_message(format!("loss {loss}"));
+    let queue = std::sync::Mutex::new(todo.into_iter());
+    let write = std::sync::Mutex::new(());
+    // `jobs` workers, each running one child process at a time.
+    let results: Vec<Result<(), String>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs.max(1))
+            .map(|_| {
+                scope.spawn(|| -> Result<(), String> {
+                    loop {
+                        let Some((key, args, steps)) = queue.lock().map_err(|e| e.to_string())?.next() else { return Ok(()) };
+                        outer.set_message(key.clone());
+                        let inner = bars.add(indicatif::ProgressBar::new(steps.max(1)).with_style(style.clone()).with_prefix("steps"));
+                        let v = run_child(&exe, &args, &inner).map_err(|e| format!("run {key} failed: {e}"))?;
+                        inner.finish_and_clear();
+                        let _guard = write.lock().map_err(|e| e.to_string())?;
+                        let (_, repair) = append_jsonl_unique(&path, &v, &prov, |r| record_key(name, r)).map_err(|e| e.to_string())?;
+                        bars.suspend(|| report_repair(&repair, &path));
+                        outer.inc(1);
                     }
-                    _ => {
-                        err_text.push_str(&line);
-                        err_text.push('\n');
-                    }
-                }
-            }
-        }
-        let output = child.wait_with_output()?;
-        inner.finish_and_clear();
-        if !output.status.success() {
-            return Err(format!("run {key} failed: {err_text}").into());
-        }
-        let v: serde_json::Value = serde_json::from_slice(&output.stdout)?;
-        append_jsonl(&path, &v, &prov)?;
-        outer.inc(1);
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap_or_else(|_| Err("a worker panicked".into()))).collect()
+    });
+    if let Some(Err(e)) = results.into_iter().find(Result::is_err) {
+        return Err(e.into());
     }
     outer.finish();
     Ok(())
 }
 
 /// Train every model of the perplexity study that is not in the results file yet.
-fn lm_study(mode: Mode, out: &Path, only: &[String]) -> Result<(), Box<dyn std::error::Error>> {
+///
+/// The top-level process holds the study's [`RunLock`]; the processes it starts (`child`) end
+/// with it, and each holds its model's checkpoint lock, so no model is trained twice at once
+/// and no record is written twice.
+fn lm_study(mode: Mode, out: &Path, only: &[String], device: DeviceKind, jobs: usize, child: bool) -> Result<(), Box<dyn std::error::Error>> {
     let cfg = StudyConfig::for_mode(mode);
     let path = out.join("lm-study.jsonl");
+    let _lock = if child { None } else { Some(RunLock::acquire(&path)?) };
+    report_repair(&repair_jsonl(&path)?, &path);
     let done: Vec<String> = read_jsonl::<LmResult>(&path)?.into_iter().map(|r| r.name).collect();
     let ckdir = out.join("lm-checkpoints");
     std::fs::create_dir_all(&ckdir)?;
     let prov = Provenance::collect(cfg.seed, mode.name());
-    if only.is_empty() {
-        // Dispatch one process per model (so each peak RSS is the model's own). Model names do not
-        // depend on the corpus, so the parent does not load it.
-        for spec in study_models(&cfg, cfg.max_vocab) {
-            if done.contains(&spec.name) {
-                continue;
+    let wanted = |spec: &revlib_lab::experiments::lm::ModelSpec| only.is_empty() || only.iter().any(|m| *m == spec.name || *m == spec.family);
+    let known = study_models(&cfg, cfg.max_vocab);
+    if let Some(bad) = only.iter().find(|m| !known.iter().any(|s| s.name == **m || s.family == **m)) {
+        let names: Vec<&str> = known.iter().map(|s| s.family.as_str()).collect();
+        return Err(format!("unknown model `{bad}` (families in {} mode: {})", mode.name(), names.join(", ")).into());
+    }
+    let todo: Vec<_> = known.into_iter().filter(|s| wanted(s) && !done.contains(&s.name)).collect();
+    if todo.len() > 1 || jobs > 1 {
+        // Dispatch one process per model (so each peak RSS is the model's own), `jobs` at once.
+        // Model names do not depend on the corpus, so the parent does not load it.
+        let mut running: Vec<(String, std::process::Child)> = Vec::new();
+        let mut queue = todo.into_iter();
+        let mut failed = Vec::new();
+        loop {
+            while running.len() < jobs.max(1) {
+                let Some(spec) = queue.next() else { break };
+                let child = Command::new(std::env::current_exe()?)
+                    .args(["lm-study", "--exit-with-parent", "--mode", mode.name(), "--out"])
+                    .arg(out)
+                    .args(["--models", &spec.name, "--device", &device.name()])
+                    .stdin(Stdio::piped())
+                    .spawn()?;
+                running.push((spec.name, child));
             }
-            let status = Command::new(std::env::current_exe()?).args(["lm-study", "--mode", mode.name(), "--out"]).arg(out).args(["--models", &spec.name]).status()?;
-            if !status.success() {
-                return Err(format!("model {} failed", spec.name).into());
+            if running.is_empty() {
+                break;
             }
+            std::thread::sleep(std::time::Duration::from_millis(500));
+            let mut i = 0;
+            while i < running.len() {
+                if let Some(status) = running[i].1.try_wait()? {
+                    let (name, _) = running.remove(i);
+                    if !status.success() {
+                        failed.push(name);
+                    }
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        if !failed.is_empty() {
+            return Err(format!("models failed: {}", failed.join(", ")).into());
         }
         return Ok(());
     }
     let corpus = wikitext2_or_generated(cfg.max_vocab)?;
     eprintln!("corpus: {} ({} training tokens, vocabulary {})", corpus.source, corpus.train.len(), corpus.vocab.len());
     for spec in study_models(&cfg, corpus.vocab.len()) {
-        if done.contains(&spec.name) || !only.contains(&spec.name) {
+        if done.contains(&spec.name) || !wanted(&spec) {
             continue;
         }
         let bar = indicatif::ProgressBar::new(cfg.steps() as u64).with_style(indicatif::ProgressStyle::with_template("{prefix:>14} [{elapsed_precise}] {bar:30} {pos}/{len} {msg} (eta {eta})")?).with_prefix(spec.name.clone());
         let ck = ckdir.join(format!("{}.json", spec.name));
-        let res = train_lm(&corpus, &cfg, &spec, Some(&ck), |step, _, loss| {
+        let _model_lock = RunLock::acquire(&ck)?;
+        let res = train_lm(&corpus, &cfg, &spec, Some(&ck), device, |step, _, loss| {
             bar.set_position(step as u64);
             bar.set_message(format!("loss {loss:.3}"));
         })?;
         bar.finish();
         eprintln!("{}: test perplexity {:.1}, {:.1} NFE per forward pass, {:.0} s", res.name, res.test_ppl, res.forward_nfe, res.train_sec);
-        append_jsonl(&path, &res, &prov)?;
+        let (written, repair) = append_jsonl_unique(&path, &res, &prov, |v| v["name"].as_str().map(str::to_string))?;
+        report_repair(&repair, &path);
+        if !written {
+            eprintln!("{}: already in {}; not recorded twice", res.name, path.display());
+        }
     }
     Ok(())
 }

@@ -5,11 +5,11 @@
 //! the files are missing; without it they report the skip on stderr.
 
 use revlib::adjoint::checkpoint::revolve_recomputations;
-use revlib::experiments::data::{data_dir, data_required, load_schmidt_lipson};
-use revlib::experiments::runtime::{runtime_case, sqrt_checkpoints};
-use revlib::experiments::train::{task_from, train, train_task, RunSpec, System};
-use revlib::experiments::{append_jsonl, physical_grid, published, published_value, read_jsonl, runtime_grid, white_dwarf_grid};
-use revlib::notebook::Mode;
+use revlib_lab::experiments::data::{data_dir, data_required, load_schmidt_lipson};
+use revlib_lab::experiments::runtime::{runtime_case, sqrt_checkpoints};
+use revlib_lab::experiments::train::{task_from, train, train_task, RunSpec, System};
+use revlib_lab::experiments::{append_jsonl, physical_grid, published, published_value, read_jsonl, runtime_grid, white_dwarf_grid};
+use revlib_lab::notebook::Mode;
 use revlib::Adjoint;
 
 fn spec(system: System, solver: &str, adjoint: Adjoint, steps: usize) -> RunSpec {
@@ -124,14 +124,36 @@ fn grids_match_their_documentation() {
     assert!(white_dwarf_grid(Mode::Full).iter().all(|s| s.train_steps == 1000));
     assert!(physical_grid(Mode::Quick).iter().any(|s| s.system == System::Pendulum && s.solver == "bosh3"));
     assert!(physical_grid(Mode::Full).iter().any(|s| s.adjoint == Adjoint::Checkpoint(31) && s.system == System::Oscillator));
+    let full = physical_grid(Mode::Full);
+    let runs = |system: System, solver: &str, adjoint: Adjoint| full.iter().filter(|s| s.system == system && s.solver == solver && s.adjoint == adjoint).count();
+    // The talk's five seeds and c = 2 for the pendulum and the midpoint oscillator; two seeds for
+    // the other oscillator solvers (the documented trim).
+    assert_eq!(runs(System::Pendulum, "bosh3", Adjoint::Checkpoint(2)), 5);
+    assert_eq!(runs(System::Pendulum, "bosh3", Adjoint::Reversible), 5);
+    assert_eq!(runs(System::Oscillator, "midpoint", Adjoint::Checkpoint(31)), 5);
+    assert_eq!(runs(System::Oscillator, "rk4", Adjoint::Checkpoint(2)), 2);
+    assert_eq!(full.len(), 6 * 5 + 3 * 6 * 2 + 6 * 5);
     let rt = runtime_grid(Mode::Default);
     assert!(rt.contains(&(1000, Adjoint::Checkpoint(32))) && rt.contains(&(100, Adjoint::Checkpoint(2))));
+    assert!(rt.contains(&(1000, Adjoint::CheckpointOnline(44))) && rt.contains(&(100, Adjoint::Checkpoint(44))));
+}
+
+#[test]
+fn verdicts_need_a_gap_beyond_the_spread() {
+    use revlib_lab::experiments::separated;
+    use std::cmp::Ordering::*;
+    assert_eq!(separated(&[1.0, 1.1, 0.9], &[2.0, 2.2, 1.8]), Some(Less));
+    assert_eq!(separated(&[2.0, 2.2, 1.8], &[1.0, 1.1, 0.9]), Some(Greater));
+    // Means differ by 0.3, spreads add to about 0.57: no verdict.
+    assert_eq!(separated(&[1.0, 1.4, 0.6], &[1.3, 1.5, 1.1]), None);
+    // One sample has no spread: no verdict, however far apart.
+    assert_eq!(separated(&[1.0], &[5.0, 5.1]), None);
 }
 
 #[test]
 fn published_numbers_load_with_their_source() {
     let (source, recs) = published().unwrap();
-    assert!(source.contains("methods.md"));
+    assert!(source.contains("reversible-solvers") && !source.contains("shared/"));
     assert_eq!(published_value(&recs, "white_dwarf", "midpoint", "reversible", "runtime"), Some((1.74, Some(0.39))));
     assert_eq!(published_value(&recs, "runtime_mlp_1_10_1", "midpoint", "checkpoint_2", "sec_per_grad_n1000"), Some((15.04, None)));
     assert_eq!(recs.iter().filter(|r| r.system == "pendulum" && r.metric == "runtime").count(), 6);
@@ -142,7 +164,7 @@ fn results_files_append_and_resume() {
     let path = std::env::temp_dir().join(format!("revlib-results-{}.jsonl", std::process::id()));
     let _ = std::fs::remove_file(&path);
     assert!(read_jsonl::<RunSpec>(&path).unwrap().is_empty());
-    let prov = revlib::bench::Provenance::collect(0, "quick");
+    let prov = revlib_lab::provenance::Provenance::collect(0, "quick");
     let a = spec(System::WhiteDwarf, "rk4", Adjoint::Checkpoint(44), 3);
     let b = spec(System::Pendulum, "bosh3", Adjoint::Reversible, 3);
     append_jsonl(&path, &a, &prov).unwrap();
@@ -153,6 +175,6 @@ fn results_files_append_and_resume() {
     assert!(text.contains("\"adjoint\":\"checkpoint_44\"") && text.contains("\"provenance\""));
     std::fs::write(&path, format!("{text}not json\n")).unwrap();
     let err = read_jsonl::<RunSpec>(&path).unwrap_err().to_string();
-    assert!(err.contains("line 3"), "{err}");
+    assert!(err.contains(".jsonl:3:"), "{err}");
     std::fs::remove_file(&path).unwrap();
 }

@@ -58,6 +58,9 @@ impl Trial {
         if n < 2 {
             return Err(Error::InvalidArgument { name: "n", value: n as f64, expected: "at least 2 points" });
         }
+        if self.t.len() < 2 || self.states.len() != self.t.len() {
+            return Err(Error::InvalidArgument { name: "trial length", value: self.t.len() as f64, expected: "at least 2 times, one state per time" });
+        }
         let t0 = self.t[0];
         let span = self.t[self.t.len() - 1] - t0;
         if !(t_end > 0.0 && t_end <= span) {
@@ -85,16 +88,16 @@ impl Trial {
 /// Rows are grouped by trial, in file order.
 ///
 /// # Errors
-/// [`Error::Io`] if the file cannot be read, on a malformed row or a trial whose times do not
+/// [`Error::Io`] if the file cannot be read; [`Error::Parse`] on a malformed row or a trial whose times do not
 /// increase (with the line number), or an empty file.
 pub fn load_schmidt_lipson(path: &Path) -> Result<Vec<Trial>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })?;
-    let bad = |reason: String| Error::Io { path: path.display().to_string(), reason };
+    let text = std::fs::read_to_string(path).map_err(Error::io(path))?;
+    let bad = |line: usize, reason: String| Error::Parse { path: path.to_path_buf(), line, reason };
     let mut lines = text.lines();
     let header = lines.next().unwrap_or("");
     let names: Vec<String> = header.trim_start_matches('%').split_whitespace().map(str::to_string).collect();
     if names.is_empty() {
-        return Err(bad(format!("line 1: `{header}` names no state (expected e.g. `% x1 x2 v1 v2`)")));
+        return Err(bad(1, format!("`{header}` names no state (expected e.g. `% x1 x2 v1 v2`)")));
     }
     let d = names.len();
     let mut trials: Vec<Trial> = Vec::new();
@@ -106,9 +109,15 @@ pub fn load_schmidt_lipson(path: &Path) -> Result<Vec<Trial>> {
             .split_whitespace()
             .map(str::parse)
             .collect::<std::result::Result<_, _>>()
-            .map_err(|_| bad(format!("line {}: `{line}` is not all numbers", i + 2)))?;
+            .map_err(|_| bad(i + 2, format!("`{line}` is not all numbers")))?;
         if row.len() < 2 + d {
-            return Err(bad(format!("line {}: {} columns, expected trial, t and {d} states", i + 2, row.len())));
+            return Err(bad(i + 2, format!("{} columns, expected trial, t and {d} states", row.len())));
+        }
+        if let Some(x) = row.iter().find(|x| !x.is_finite()) {
+            return Err(bad(i + 2, format!("non-finite value {x}")));
+        }
+        if row[0].fract() != 0.0 || row[0].abs() > 2f64.powi(53) {
+            return Err(bad(i + 2, format!("trial id {} is not an integer", row[0])));
         }
         let id = row[0] as i64;
         let tr = match trials.last_mut() {
@@ -120,13 +129,13 @@ pub fn load_schmidt_lipson(path: &Path) -> Result<Vec<Trial>> {
             }
         };
         if tr.t.last().is_some_and(|&last| row[1] <= last) {
-            return Err(bad(format!("line {}: t = {} after {} (times must increase within a trial)", i + 2, row[1], tr.t[tr.t.len() - 1])));
+            return Err(bad(i + 2, format!("t = {} after {} (times must increase within a trial)", row[1], tr.t[tr.t.len() - 1])));
         }
         tr.t.push(row[1]);
         tr.states.push(row[2..2 + d].to_vec());
     }
     if trials.iter().all(|t| t.t.len() < 2) {
-        return Err(bad("fewer than two rows in every trial".into()));
+        return Err(bad(0, "fewer than two rows in every trial".into()));
     }
     Ok(trials)
 }
@@ -151,6 +160,6 @@ mod tests {
         assert!(trials[0].resample(5, 2.5, 1.0).is_err());
         std::fs::write(&p, "% a\n0 1.0 0\n0 1.0 1\n").unwrap();
         let err = load_schmidt_lipson(&p).unwrap_err().to_string();
-        assert!(err.contains("line 3: t = 1 after 1"), "{err}");
+        assert!(err.contains(":3: t = 1 after 1"), "{err}");
     }
 }

@@ -1,15 +1,15 @@
-//! Training drivers for the McCallum–Foster experiments (methods.md §4.1–§4.3): a neural ODE
+//! Training drivers for the McCallum–Foster experiments (arXiv:2410.11648, the experiments of its second version): a neural ODE
 //! with a one-hidden-layer tanh MLP fitted by AdamW to a trajectory, differentiated by the
 //! reversible adjoint or by checkpointing, with time, memory and an exactness check recorded.
 
 use super::data::{data_dir, data_required, load_schmidt_lipson};
-use crate::adjoint::{rel_err, Adjoint};
+use revlib::adjoint::{rel_err, Adjoint};
 use crate::error::{Error, Result};
-use crate::field::{CoupledOscillator, DoublePendulum, Mlp, MlpConfig, VectorField, WhiteDwarf};
-use crate::integrate::{solve, Adaptive, SaveAt, SolveOptions, Stepping};
-use crate::loss::{InterpMse, Loss, Mse};
-use crate::nn::{Adam, AdamConfig, WeightDecay};
-use crate::solver::{ExplicitRk, Reversible, Solver};
+use revlib::field::{CoupledOscillator, DoublePendulum, Mlp, MlpConfig, VectorField, WhiteDwarf};
+use revlib::integrate::{solve, Adaptive, SaveAt, SolveOptions, Stepping};
+use revlib::loss::{InterpMse, Loss, Mse};
+use revlib::nn::{Adam, AdamConfig, WeightDecay};
+use revlib::solver::{ExplicitRk, Reversible, Solver};
 use std::path::Path;
 use std::time::Instant;
 
@@ -17,7 +17,7 @@ use std::time::Instant;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum System {
-    /// Chandrasekhar's white dwarf equation, data from the true ODE (methods.md §4.2).
+    /// Chandrasekhar's white dwarf equation, data from the true ODE (arXiv:2410.11648).
     WhiteDwarf,
     /// Two coupled oscillators, Schmidt & Lipson's `real_double_linear_h_1.txt` (§4.3).
     Oscillator,
@@ -40,7 +40,7 @@ impl System {
 /// `bosh3`, `dopri5`.
 ///
 /// # Errors
-/// [`Error::Unsupported`] for another name.
+/// [`Error::UnknownName`] for another name.
 pub fn base_solver(name: &str) -> Result<ExplicitRk> {
     Ok(match name.to_ascii_lowercase().as_str() {
         "euler" => ExplicitRk::euler(),
@@ -50,7 +50,7 @@ pub fn base_solver(name: &str) -> Result<ExplicitRk> {
         "rk4" => ExplicitRk::rk4(),
         "bosh3" => ExplicitRk::bosh3(),
         "dopri5" => ExplicitRk::dopri5(),
-        _ => return Err(Error::Unsupported(format!("unknown solver `{name}` (euler, midpoint, heun, ralston3, rk4, bosh3, dopri5)"))),
+        _ => return Err(Error::UnknownName { what: "solver", value: name.into(), expected: "euler, midpoint, heun, ralston3, rk4, bosh3, dopri5".into() }),
     })
 }
 
@@ -296,7 +296,7 @@ pub fn train_task(spec: &RunSpec, t: Task, mut progress: impl FnMut(usize, f64))
         recomputed_steps: recomputed as f64 / n,
         mean_accepted_steps: accepted as f64 / n,
         field_evals_per_grad: evals as f64 / n,
-        peak_rss_bytes: crate::bench::peak_rss_bytes(),
+        peak_rss_bytes: crate::provenance::peak_rss_bytes(),
         data_source: t.data_source,
     })
 }

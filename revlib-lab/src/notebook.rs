@@ -1,7 +1,7 @@
 //! Support for the notebooks and experiment drivers: run size (quick / default / full) and
 //! results files with provenance.
 
-use crate::bench::Provenance;
+use crate::provenance::Provenance;
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
 
@@ -22,24 +22,24 @@ impl Mode {
     /// Read `REVLIB_MODE`.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] for an unknown value.
+    /// [`Error::UnknownName`] for an unknown value.
     pub fn from_env() -> Result<Self> {
         match std::env::var("REVLIB_MODE") {
             Err(_) => Ok(Mode::Default),
             Ok(v) if v.is_empty() => Ok(Mode::Default),
-            Ok(v) => Self::parse(&v).map_err(|_| Error::Unsupported(format!("REVLIB_MODE={v} (use quick, default or full)"))),
+            Ok(v) => Self::parse(&v),
         }
     }
     /// Parse `quick`, `default` or `full`.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] for another name.
+    /// [`Error::UnknownName`] for another name.
     pub fn parse(name: &str) -> Result<Self> {
         match name {
             "quick" => Ok(Mode::Quick),
             "default" => Ok(Mode::Default),
             "full" => Ok(Mode::Full),
-            other => Err(Error::Unsupported(format!("unknown mode `{other}` (quick, default, full)"))),
+            other => Err(Error::UnknownName { what: "mode (REVLIB_MODE or --mode)", value: other.into(), expected: "quick, default, full".into() }),
         }
     }
     /// Pick a size by mode.
@@ -63,7 +63,7 @@ impl Mode {
 /// [`Error::Io`] if it cannot be created.
 pub fn results_dir() -> Result<PathBuf> {
     let dir = std::env::var("REVLIB_RESULTS").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("../reports"));
-    std::fs::create_dir_all(&dir).map_err(|e| Error::Io { path: dir.display().to_string(), reason: e.to_string() })?;
+    std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
     Ok(dir)
 }
 
@@ -93,8 +93,8 @@ impl Curve {
 pub fn write_results<T: serde::Serialize>(dir: &Path, name: &str, mode: Mode, seed: u64, value: &T) -> Result<PathBuf> {
     let path = dir.join(name);
     let doc = serde_json::json!({ "provenance": Provenance::collect(seed, mode.name()), "results": value });
-    let text = serde_json::to_string_pretty(&doc).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })?;
-    std::fs::write(&path, text).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })?;
+    let text = serde_json::to_string_pretty(&doc).map_err(Error::json(&path))?;
+    std::fs::write(&path, text).map_err(Error::io(&path))?;
     Ok(path)
 }
 

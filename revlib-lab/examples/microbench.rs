@@ -1,5 +1,5 @@
 //! Micro-benchmark of the fused MLP's building blocks, one JSON line per measurement:
-//! `cargo run --release -p revlib --example microbench`.
+//! `cargo run --release -p revlib-lab --example microbench`.
 use revlib::field::{tanh_inplace, Mlp, MlpConfig, VectorField};
 use std::time::Instant;
 

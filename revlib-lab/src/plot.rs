@@ -35,9 +35,9 @@ static FIGURE_COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::Atomi
 /// [`Error::Io`] on write failure.
 pub fn save_html(plot: &Plot, path: &Path) -> Result<()> {
     if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::Io { path: dir.display().to_string(), reason: e.to_string() })?;
+        std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
     }
-    std::fs::write(path, plot.to_html()).map_err(|e| Error::Io { path: path.display().to_string(), reason: e.to_string() })
+    std::fs::write(path, plot.to_html()).map_err(Error::io(path))
 }
 
 /// The `<script>` tags with plotly.js (and MathJax) for embedding once in a report page.
@@ -98,6 +98,57 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: Vec<Series>
 pub fn heatmap(title: &str, x_label: &str, y_label: &str, x: Vec<f64>, y: Vec<f64>, z: Vec<Vec<f64>>) -> Plot {
     let mut plot = Plot::new();
     plot.add_trace(HeatMap::new(x, y, z));
+    plot.set_layout(
+        Layout::new()
+            .title(Title::with_text(title))
+            .x_axis(Axis::new().title(Title::with_text(x_label)))
+            .y_axis(Axis::new().title(Title::with_text(y_label)))
+            .height(420),
+    );
+    plot
+}
+
+/// A scatter of labelled points (one marker and its label per point), for trade-offs such as
+/// stable fraction against gradient error, one point per parameter value.
+pub fn scatter_chart(title: &str, x_label: &str, y_label: &str, points: &[(String, f64, f64)], log_x: bool, log_y: bool) -> Plot {
+    use plotly::common::Position;
+    let mut plot = Plot::new();
+    let trace = Scatter::new(points.iter().map(|p| p.1).collect(), points.iter().map(|p| p.2).collect())
+        .mode(PlotMode::MarkersText)
+        .text_array(points.iter().map(|p| p.0.clone()).collect())
+        .text_position(Position::TopCenter)
+        .show_legend(false);
+    plot.add_trace(trace);
+    let axis = |label: &str, log: bool| {
+        let a = Axis::new().title(Title::with_text(label));
+        if log {
+            a.type_(AxisType::Log)
+        } else {
+            a
+        }
+    };
+    plot.set_layout(Layout::new().title(Title::with_text(title)).x_axis(axis(x_label, log_x)).y_axis(axis(y_label, log_y)).height(420));
+    plot
+}
+
+/// A map of categories over a grid (e.g. where a base method, its reversible version, both or
+/// neither are stable): `z[i][j]` indexes `categories`, each drawn in its own colour and named
+/// on the colour bar (a categorical legend, not a continuous scale).
+pub fn category_map(title: &str, x_label: &str, y_label: &str, x: Vec<f64>, y: Vec<f64>, z: Vec<Vec<usize>>, categories: &[(&str, &str)]) -> Plot {
+    use plotly::common::{ColorBar, ColorScale, ColorScaleElement};
+    let k = categories.len().max(1) as f64;
+    // Each category owns the band [i/k, (i+1)/k] of the colour scale: two stops per colour.
+    let scale: Vec<ColorScaleElement> = categories
+        .iter()
+        .enumerate()
+        .flat_map(|(i, (_, colour))| [ColorScaleElement(i as f64 / k, colour.to_string()), ColorScaleElement((i + 1) as f64 / k, colour.to_string())])
+        .collect();
+    let zf: Vec<Vec<f64>> = z.iter().map(|row| row.iter().map(|&c| c as f64).collect()).collect();
+    let bar = ColorBar::new()
+        .tick_vals((0..categories.len()).map(|i| i as f64 * (k - 1.0) / k + (k - 1.0) / (2.0 * k)).collect())
+        .tick_text(categories.iter().map(|(name, _)| name.to_string()).collect());
+    let mut plot = Plot::new();
+    plot.add_trace(HeatMap::new(x, y, zf).color_scale(ColorScale::Vector(scale)).zmin(0.0).zmax(k - 1.0).color_bar(bar));
     plot.set_layout(
         Layout::new()
             .title(Title::with_text(title))

@@ -1,13 +1,13 @@
 //! Runtime and memory of one gradient vs the number of steps (the talk's runtime figure,
-//! methods.md §4.6): $y' = \mathrm{MLP}(y)$ with a scalar state, one hidden layer of 10 tanh
+//! McCallum & Foster, arXiv:2410.11648, runtime experiment): $y' = \mathrm{MLP}(y)$ with a scalar state, one hidden layer of 10 tanh
 //! units, the midpoint method with $\Delta t = 0.01$ on $[0, n\Delta t]$, loss
-//! $\tfrac12 y(T)^2$ from $y_0 = 1$.
+//! $\tfrac12 y(T)^2$ from $y_0 = 1$. `benchmarks/schedules.py` runs the same problem in diffrax.
 
-use crate::adjoint::Adjoint;
+use revlib::adjoint::Adjoint;
 use crate::error::Result;
-use crate::field::{Mlp, MlpConfig};
-use crate::integrate::SolveOptions;
-use crate::loss::HalfSquaredNorm;
+use revlib::field::{Mlp, MlpConfig};
+use revlib::integrate::SolveOptions;
+use revlib::loss::HalfSquaredNorm;
 use std::time::Instant;
 
 use super::train::run_solver;
@@ -28,6 +28,12 @@ pub struct RuntimeRecord {
     pub mean_sec: f64,
     /// Standard deviation of the repeats.
     pub std_sec: f64,
+    /// Fastest repeat.
+    #[serde(default)]
+    pub min_sec: f64,
+    /// Slowest repeat.
+    #[serde(default)]
+    pub max_sec: f64,
     /// Repeats timed.
     pub repeats: usize,
     /// Peak carries held.
@@ -65,11 +71,13 @@ pub fn runtime_case(n: usize, adjoint: Adjoint, repeats: usize, seed: u64) -> Re
         adjoint: adjoint.key(),
         mean_sec: mean,
         std_sec: var.sqrt(),
+        min_sec: times.iter().copied().fold(f64::INFINITY, f64::min),
+        max_sec: times.iter().copied().fold(0.0, f64::max),
         repeats: times.len(),
         peak_stored_states: warm.stats.peak_stored_states,
         peak_stored_bytes: warm.stats.peak_stored_bytes,
         recomputed_steps: warm.stats.recomputed_steps,
         field_evals: warm.stats.field_evals,
-        peak_rss_bytes: crate::bench::peak_rss_bytes(),
+        peak_rss_bytes: crate::provenance::peak_rss_bytes(),
     })
 }

@@ -1,77 +1,21 @@
-//! The gradient benchmark of the core issue, and provenance for every results file.
+//! The gradient benchmark: one case per process, JSON lines.
 //!
 //! Problem: $y' = \mathrm{MLP}(y)$ with $D = 2$, two tanh hidden layers of width $W = 64$,
 //! explicit midpoint on $[0, 1]$ with $N$ steps, loss $\tfrac12\|y(1)\|^2$ summed over a
 //! batch of $B$ initial states. Each case runs in a fresh process (see the `revlib bench`
 //! command) so that its peak RSS is its own.
 
-use crate::adjoint::{checkpoint::revolve_recomputations, rel_err, Adjoint};
+use revlib::adjoint::{checkpoint::revolve_recomputations, rel_err, Adjoint};
 use crate::error::Result;
-use crate::field::{Mlp, MlpConfig};
-use crate::integrate::SolveOptions;
-use crate::loss::HalfSquaredNorm;
-use crate::solver::{ExplicitRk, Reversible, Solver};
+use revlib::field::{Mlp, MlpConfig};
+use revlib::integrate::SolveOptions;
+use revlib::loss::HalfSquaredNorm;
+use revlib::solver::{ExplicitRk, Reversible, Solver};
 use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 use std::time::Instant;
 
-/// Where and with what a result was produced.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Provenance {
-    /// Results schema version.
-    pub schema: u32,
-    /// `git rev-parse HEAD`, with `-dirty` when the working tree has uncommitted changes, or
-    /// "unknown".
-    pub git_commit: String,
-    /// revlib's crate version.
-    pub revlib_version: String,
-    /// CPU model from `/proc/cpuinfo`.
-    pub cpu: String,
-    /// Threads of rayon's pool (the MLP splits batches of 64 or more over two of them;
-    /// `RAYON_NUM_THREADS=1` runs single-threaded).
-    pub threads: usize,
-    /// Random seed.
-    pub seed: u64,
-    /// quick / default / full.
-    pub mode: String,
-}
-
-impl Provenance {
-    /// Collect provenance for the current process.
-    pub fn collect(seed: u64, mode: &str) -> Self {
-        let git_commit = std::process::Command::new("git")
-            .args(["rev-parse", "HEAD"])
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-            .map(|c| {
-                let dirty = std::process::Command::new("git")
-                    .args(["status", "--porcelain", "--untracked-files=no"])
-                    .output()
-                    .is_ok_and(|o| !o.stdout.is_empty());
-                if dirty {
-                    c + "-dirty"
-                } else {
-                    c
-                }
-            })
-            .unwrap_or_else(|| "unknown".into());
-        let cpu = std::fs::read_to_string("/proc/cpuinfo")
-            .ok()
-            .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
-            .unwrap_or_else(|| "unknown".into());
-        Self { schema: 1, git_commit, revlib_version: env!("CARGO_PKG_VERSION").into(), cpu, threads: rayon::current_num_threads(), seed, mode: mode.into() }
-    }
-}
-
-/// Peak resident set size of this process in bytes (`VmHWM`), if the OS reports it.
-pub fn peak_rss_bytes() -> Option<u64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb * 1024)
-}
+use crate::provenance::peak_rss_bytes;
 
 /// One benchmark case.
 #[derive(Debug, Clone, Copy, serde::Serialize, serde::Deserialize)]
