@@ -8,7 +8,7 @@
 
 use crate::error::{Error, Result};
 
-/// The highest order whose rooted-tree conditions [`Tableau::new`] checks (286 trees up to
+/// The highest order whose rooted-tree conditions [`ButcherTableau::new`] checks (286 trees up to
 /// order 8; the count grows about threefold per order).
 pub const MAX_ORDER: usize = 8;
 

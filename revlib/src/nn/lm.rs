@@ -36,7 +36,7 @@ pub enum LmKind {
         /// How the gradient is computed.
         backward: DeqBackward,
         /// Weight γ of the Jacobian penalty γ‖J_f(z*)ᵀε‖²/n added to the training loss (0: none;
-        /// see [`jacobian_penalty`](crate::deq::jacobian_penalty)). Applies to the host-vector
+        /// see [`jacobian_penalty`]). Applies to the host-vector
         /// solvers (not the device-resident RevDEQ, which needs no stabiliser).
         #[cfg_attr(feature = "serde", serde(default))]
         jacobian_penalty: f64,
