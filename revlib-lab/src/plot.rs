@@ -75,13 +75,8 @@ impl Series {
     }
 }
 
-/// A line chart with optional logarithmic axes.
-pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: Vec<Series>, log_x: bool, log_y: bool) -> Plot {
-    let mut plot = Plot::new();
-    for s in series {
-        let mode = if s.markers { PlotMode::LinesMarkers } else { PlotMode::Lines };
-        plot.add_trace(Scatter::new(s.x, s.y).name(&s.name).mode(mode));
-    }
+/// The layout every chart shares: a title, labelled axes (each linear or logarithmic), 420 px high.
+fn chart_layout(title: &str, x_label: &str, y_label: &str, log_x: bool, log_y: bool) -> Layout {
     let axis = |label: &str, log: bool| {
         let a = Axis::new().title(Title::with_text(label));
         if log {
@@ -90,7 +85,17 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: Vec<Series>
             a
         }
     };
-    plot.set_layout(Layout::new().title(Title::with_text(title)).x_axis(axis(x_label, log_x)).y_axis(axis(y_label, log_y)).height(420));
+    Layout::new().title(Title::with_text(title)).x_axis(axis(x_label, log_x)).y_axis(axis(y_label, log_y)).height(420)
+}
+
+/// A line chart with optional logarithmic axes.
+pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: Vec<Series>, log_x: bool, log_y: bool) -> Plot {
+    let mut plot = Plot::new();
+    for s in series {
+        let mode = if s.markers { PlotMode::LinesMarkers } else { PlotMode::Lines };
+        plot.add_trace(Scatter::new(s.x, s.y).name(&s.name).mode(mode));
+    }
+    plot.set_layout(chart_layout(title, x_label, y_label, log_x, log_y));
     plot
 }
 
@@ -98,13 +103,7 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, series: Vec<Series>
 pub fn heatmap(title: &str, x_label: &str, y_label: &str, x: Vec<f64>, y: Vec<f64>, z: Vec<Vec<f64>>) -> Plot {
     let mut plot = Plot::new();
     plot.add_trace(HeatMap::new(x, y, z));
-    plot.set_layout(
-        Layout::new()
-            .title(Title::with_text(title))
-            .x_axis(Axis::new().title(Title::with_text(x_label)))
-            .y_axis(Axis::new().title(Title::with_text(y_label)))
-            .height(420),
-    );
+    plot.set_layout(chart_layout(title, x_label, y_label, false, false));
     plot
 }
 
@@ -119,15 +118,7 @@ pub fn scatter_chart(title: &str, x_label: &str, y_label: &str, points: &[(Strin
         .text_position(Position::TopCenter)
         .show_legend(false);
     plot.add_trace(trace);
-    let axis = |label: &str, log: bool| {
-        let a = Axis::new().title(Title::with_text(label));
-        if log {
-            a.type_(AxisType::Log)
-        } else {
-            a
-        }
-    };
-    plot.set_layout(Layout::new().title(Title::with_text(title)).x_axis(axis(x_label, log_x)).y_axis(axis(y_label, log_y)).height(420));
+    plot.set_layout(chart_layout(title, x_label, y_label, log_x, log_y));
     plot
 }
 
@@ -149,13 +140,7 @@ pub fn category_map(title: &str, x_label: &str, y_label: &str, x: Vec<f64>, y: V
         .tick_text(categories.iter().map(|(name, _)| name.to_string()).collect());
     let mut plot = Plot::new();
     plot.add_trace(HeatMap::new(x, y, zf).color_scale(ColorScale::Vector(scale)).zmin(0.0).zmax(k - 1.0).color_bar(bar));
-    plot.set_layout(
-        Layout::new()
-            .title(Title::with_text(title))
-            .x_axis(Axis::new().title(Title::with_text(x_label)))
-            .y_axis(Axis::new().title(Title::with_text(y_label)))
-            .height(420),
-    );
+    plot.set_layout(chart_layout(title, x_label, y_label, false, false));
     plot
 }
 
