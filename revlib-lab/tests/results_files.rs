@@ -160,19 +160,12 @@ fn proc_state(pid: u32) -> Option<(char, u32)> {
     Some((state, ppid))
 }
 
+/// Starts `revlib <args> --out <dir>`, waits for its first child, kills the driver with SIGKILL
+/// and asserts that the child ends within ten seconds.
 #[cfg(target_os = "linux")]
-#[test]
-fn killing_a_driver_stops_its_children_and_the_resume_recovers() {
+fn kill_driver_and_check_its_child_ends(args: &[&str], dir: &std::path::Path) {
     use std::time::{Duration, Instant};
-    let dir = scratch("kill");
-    let exe = env!("CARGO_BIN_EXE_revlib");
-    // A grid whose first case takes long (many repeats), driven by a process we kill -9.
-    let mut parent = std::process::Command::new(exe)
-        .args(["experiment", "runtime", "--mode", "quick", "--repeats", "1000000", "--out"])
-        .arg(&dir)
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut parent = std::process::Command::new(env!("CARGO_BIN_EXE_revlib")).args(args).arg("--out").arg(dir).stderr(std::process::Stdio::null()).spawn().unwrap();
     let find_child = || -> Option<u32> {
         std::fs::read_dir("/proc").ok()?.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).find(|&pid| proc_state(pid).is_some_and(|(_, ppid)| ppid == parent.id()))
     };
@@ -188,9 +181,18 @@ fn killing_a_driver_stops_its_children_and_the_resume_recovers() {
     parent.wait().unwrap();
     let t = Instant::now();
     while proc_state(child).is_some_and(|(s, _)| s != 'Z') {
-        assert!(t.elapsed() < Duration::from_secs(10), "child {child} outlived its parent");
+        assert!(t.elapsed() < Duration::from_secs(10), "child {child} of `revlib {}` outlived its parent", args.join(" "));
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn killing_a_driver_stops_its_children_and_the_resume_recovers() {
+    let dir = scratch("kill");
+    let exe = env!("CARGO_BIN_EXE_revlib");
+    // A grid whose first case takes long (many repeats), driven by a process we kill -9.
+    kill_driver_and_check_its_child_ends(&["experiment", "runtime", "--mode", "quick", "--repeats", "1000000"], &dir);
     // A torn record, as a write cut short would leave it; the resume moves it aside and finishes.
     let path = dir.join("runtime.jsonl");
     std::fs::write(&path, "{\"n\": 100, \"adjoint\": \"reversi").unwrap();
@@ -205,6 +207,16 @@ fn killing_a_driver_stops_its_children_and_the_resume_recovers() {
     let grid = revlib_lab::experiments::runtime_grid(revlib_lab::notebook::Mode::Quick);
     assert_eq!((recs.len(), keys.len()), (grid.len(), grid.len()));
     assert!(std::fs::read_to_string(dir.join("runtime.jsonl.torn")).unwrap().contains("reversi"));
+}
+
+#[cfg(target_os = "linux")]
+#[test]
+fn killing_the_lm_study_driver_stops_the_models_it_started() {
+    let dir = scratch("kill-lm");
+    kill_driver_and_check_its_child_ends(&["lm-study", "--mode", "quick", "--jobs", "2"], &dir);
+    // Nothing recorded by the killed run, so a resume trains every model once.
+    let recs: Vec<serde_json::Value> = read_jsonl(&dir.join("lm-study.jsonl")).unwrap();
+    assert!(recs.is_empty(), "{recs:?}");
 }
 
 #[test]
@@ -234,6 +246,48 @@ fn loaders_and_configs_refuse_bad_input_with_file_and_line() {
         assert!(matches!(cfg.validate(), Err(Error::InvalidArgument { .. })));
     }
     base.validate().unwrap();
+}
+
+#[test]
+fn random_schmidt_lipson_files_round_trip_and_any_bad_cell_names_its_line() {
+    use rand::{Rng, SeedableRng};
+    use revlib_lab::experiments::data::load_schmidt_lipson;
+    let dir = scratch("sl-random");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    for case in 0..60 {
+        let d = rng.gen_range(1..5);
+        let names: Vec<String> = (0..d).map(|k| format!("x{k}")).collect();
+        let mut rows: Vec<Vec<String>> = Vec::new();
+        let mut expect = Vec::new();
+        for id in 0..rng.gen_range(1..4) {
+            let mut t = rng.gen_range(-10.0..10.0);
+            let mut trial = (id as i64, Vec::new(), Vec::new());
+            for _ in 0..rng.gen_range(2..15) {
+                t += rng.gen_range(1e-6..1.0);
+                let x: Vec<f64> = (0..d).map(|_| rng.gen_range(-1e3..1e3) * 10f64.powi(rng.gen_range(-8..8))).collect();
+                rows.push([id.to_string(), format!("{t}")].into_iter().chain(x.iter().map(|v| format!("{v:e}"))).collect());
+                trial.1.push(t);
+                trial.2.push(x);
+            }
+            expect.push(trial);
+        }
+        let write = |rows: &[Vec<String>]| {
+            let body: String = rows.iter().map(|r| r.join(" ") + "\n").collect();
+            let p = dir.join(format!("case{case}.txt"));
+            std::fs::write(&p, format!("% {}\n{body}", names.join(" "))).unwrap();
+            p
+        };
+        let trials = load_schmidt_lipson(&write(&rows)).unwrap();
+        let got: Vec<_> = trials.into_iter().map(|tr| (tr.id, tr.t, tr.states)).collect();
+        assert_eq!(got, expect, "case {case}");
+        // One bad cell anywhere: an error naming the file and that row's line (header is line 1).
+        let (i, j) = (rng.gen_range(0..rows.len()), rng.gen_range(0..2 + d));
+        let bad = ["NaN", "inf", "-inf", "x", "1,5", ""][rng.gen_range(0..6)];
+        let bad = if j == 0 && bad.is_empty() { "0.5" } else { bad };
+        rows[i][j] = bad.to_string();
+        let err = load_schmidt_lipson(&write(&rows)).unwrap_err().to_string();
+        assert!(err.contains(&format!("case{case}.txt:{}:", i + 2)), "case {case}, cell ({i}, {j}) = `{bad}`: {err}");
+    }
 }
 
 #[test]

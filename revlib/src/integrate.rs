@@ -251,6 +251,11 @@ pub(crate) fn fixed_grid(opts: &SolveOptions) -> Result<Option<StepTimes>> {
             if *n == 0 {
                 return Err(Error::InvalidTimeGrid { reason: "need at least one step (n = 0)", index: 0, t: opts.t0 });
             }
+            // Steps shorter than a few ulps of t would give repeated or unordered times.
+            let resolution = 4.0 * f64::EPSILON * opts.t0.abs().max(opts.t1.abs()).max(f64::MIN_POSITIVE);
+            if (opts.t1 - opts.t0) / *n as f64 <= resolution {
+                return Err(Error::InvalidArgument { name: "n", value: *n as f64, expected: "steps longer than the spacing of f64 at t0 and t1 (fewer steps)" });
+            }
             Ok(Some(StepTimes::Uniform { t0: opts.t0, t1: opts.t1, n: *n }))
         }
         Stepping::Grid(g) => {

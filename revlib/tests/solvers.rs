@@ -105,6 +105,11 @@ fn bad_input_gives_clear_errors() {
     assert!(matches!(solve(&field, &rk, &[1.0], &grid(vec![])), Err(Error::InvalidTimeGrid { .. })));
     assert!(matches!(solve(&field, &rk, &[1.0], &SolveOptions::fixed(0.0, 1.0, 0)), Err(Error::InvalidTimeGrid { .. })));
     assert!(matches!(solve(&field, &rk, &[1.0], &SolveOptions::fixed(1.0, 0.0, 10)), Err(Error::InvalidTimeGrid { .. })));
+    // More steps than f64 can tell apart: refused up front, naming n (not an allocation failure).
+    for (t0, t1, n) in [(0.0, 1.0, usize::MAX), (1e6, 1e6 + 1.0, 1usize << 40)] {
+        let r = solve(&field, &rk, &[1.0], &SolveOptions::fixed(t0, t1, n));
+        assert!(matches!(r, Err(Error::InvalidArgument { name: "n", .. })), "{r:?}");
+    }
     let bad_out = SolveOptions::fixed(0.0, 1.0, 10).save_at(SaveAt::Times(vec![0.5, 0.25]));
     assert!(matches!(solve(&field, &rk, &[1.0], &bad_out), Err(Error::InvalidTimeGrid { index: 1, .. })));
     let off_grid = SolveOptions::fixed(0.0, 1.0, 10).save_at(SaveAt::Times(vec![0.55]));
