@@ -1,5 +1,7 @@
 //! Where and with what a result was produced: every results file carries a [`Provenance`].
 
+use std::path::Path;
+
 /// Version of the results schema written by this crate.
 pub const SCHEMA: u32 = 2;
 
@@ -8,8 +10,8 @@ pub const SCHEMA: u32 = 2;
 pub struct Provenance {
     /// Results schema version.
     pub schema: u32,
-    /// `git rev-parse HEAD`, with `-dirty` when tracked files have uncommitted changes, or
-    /// "unknown" outside a git checkout.
+    /// `git rev-parse HEAD`, with `-dirty` when tracked files other than outputs have
+    /// uncommitted changes, or "unknown" outside a git checkout ([`git_commit`]).
     pub git_commit: String,
     /// revlib's crate version.
     pub revlib_version: String,
@@ -31,13 +33,26 @@ impl Provenance {
     }
 }
 
-/// The commit of the working directory's checkout, `-dirty` when tracked files differ.
+/// Paths of a checkout that hold what runs write (results, benchmark lines, reports): changes
+/// there do not make a checkout `-dirty`, or a results file could never be regenerated at a
+/// clean commit. Git pathspecs, from the top of the repository.
+pub const OUTPUT_PATHSPECS: [&str; 3] = [":(top,exclude)results", ":(top,exclude,glob)benchmarks/*.jsonl", ":(top,exclude)reports"];
+
+/// The commit of the working directory's checkout, `-dirty` when tracked files outside
+/// [`OUTPUT_PATHSPECS`] differ; "unknown" outside a git checkout.
 pub fn git_commit() -> String {
-    let run = |args: &[&str]| std::process::Command::new("git").args(args).output().ok().filter(|o| o.status.success());
+    git_commit_in(Path::new("."))
+}
+
+/// [`git_commit`] of the checkout containing `dir`.
+pub fn git_commit_in(dir: &Path) -> String {
+    let run = |args: &[&str]| std::process::Command::new("git").current_dir(dir).args(args).output().ok().filter(|o| o.status.success());
     match run(&["rev-parse", "HEAD"]) {
         Some(o) => {
             let c = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            let dirty = run(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|o| !o.stdout.is_empty());
+            let mut status = vec!["status", "--porcelain", "--untracked-files=no", "--", ":/"];
+            status.extend(OUTPUT_PATHSPECS);
+            let dirty = run(&status).is_some_and(|o| !o.stdout.is_empty());
             if dirty {
                 c + "-dirty"
             } else {

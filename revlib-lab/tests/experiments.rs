@@ -50,6 +50,7 @@ fn schmidt_lipson_files_load_as_documented() {
     // the tasks read the measured files
     let t = task_from(&spec(System::Pendulum, "bosh3", Adjoint::Reversible, 1), dir.parent().unwrap(), true).unwrap();
     assert!(t.data_source.starts_with("measured"), "{}", t.data_source);
+    assert_eq!(t.data_file.as_deref(), Some(dir.join("real_double_pend_h_1.txt").as_path()));
     let want = [-1.1336150169372559, -1.3008047342300415, -0.53853881359100342, -6.1550583839416504];
     assert!(t.y0.iter().zip(want).all(|(a, b)| (a - b / 10.0).abs() < 1e-15), "{:?}", t.y0);
 }
@@ -60,6 +61,7 @@ fn missing_data_falls_back_or_fails_when_required() {
     let s = spec(System::Oscillator, "midpoint", Adjoint::Reversible, 1);
     let t = task_from(&s, &empty, false).unwrap();
     assert!(t.data_source.starts_with("simulated"), "{}", t.data_source);
+    assert_eq!(t.data_file, None);
     assert_eq!(t.data.1.len(), 500);
     let err = task_from(&s, &empty, true).err().expect("required data missing must be an error");
     assert!(err.to_string().contains("real_double_linear_h_1.txt"), "{err}");

@@ -33,6 +33,8 @@ fn wikitext2_loads_with_the_standard_token_counts() {
     assert_eq!((c.train.len(), c.valid.len(), c.test.len()), (2_088_628, 217_646, 245_569));
     assert_eq!(c.vocab.len(), 4000);
     assert_eq!(c.vocab[2], "the");
+    assert_eq!(c.files.len(), 3);
+    assert!(c.files.iter().zip(["train", "valid", "test"]).all(|(f, split)| f.starts_with(&dir) && f.to_string_lossy().contains(split)), "{:?}", c.files);
     assert!(c.test_unk_fraction > 0.026 && c.test_unk_fraction < 0.5, "{}", c.test_unk_fraction);
 }
 

@@ -321,3 +321,51 @@ fn random_records_round_trip_through_the_writer() {
     let back: Vec<serde_json::Value> = back.into_iter().map(|mut v| { v.as_object_mut().unwrap().remove("provenance"); v }).collect();
     assert_eq!(back, written);
 }
+
+#[test]
+fn a_headline_is_written_with_provenance_and_never_cites_data_it_did_not_read() {
+    use revlib_lab::notebook::{Headline, Mode};
+    let dir = scratch("headline");
+    let mut h = Headline::new("Round trip after n steps", &["scheme", "error"]);
+    assert!(matches!(h.write(&dir, "02", Mode::Quick), Err(Error::InvalidArgument { .. })), "an empty table is refused");
+    h.row(["Euler".into(), "1.2e-3".into()]).unwrap();
+    assert!(matches!(h.row(["only one cell".into()]), Err(Error::InvalidArgument { .. })));
+    assert!(matches!(h.data_from("measured", &[dir.join("missing.txt")]), Err(Error::Io { .. })));
+    let data = dir.join("data.txt");
+    std::fs::write(&data, "1 2 3\n").unwrap();
+    h.data_from("measured: data.txt", std::slice::from_ref(&data)).unwrap();
+    let path = h.write(&dir, "02", Mode::Quick).unwrap();
+    assert_eq!(path, dir.join("02_headline.json"));
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(doc["provenance"]["mode"], "quick");
+    let back: Headline = serde_json::from_value(doc["results"].clone()).unwrap();
+    assert_eq!(back.rows, vec![vec!["Euler".to_string(), "1.2e-3".to_string()]]);
+    assert_eq!(back.data_files, vec![data.canonicalize().unwrap()]);
+}
+
+#[test]
+fn rewriting_results_keeps_a_checkout_clean_but_changed_code_makes_it_dirty() {
+    use revlib_lab::provenance::git_commit_in;
+    let repo = scratch("git-clean");
+    let git = |args: &[&str]| {
+        let o = std::process::Command::new("git").current_dir(&repo).args(["-c", "user.name=t", "-c", "user.email=t@t"]).args(args).output().unwrap();
+        assert!(o.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    git(&["init", "-q"]);
+    for f in ["results/full/a.jsonl", "benchmarks/b.jsonl", "benchmarks/b.py", "src/lib.rs"] {
+        let p = repo.join(f);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, "1\n").unwrap();
+    }
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "init"]);
+    let head = git(&["rev-parse", "HEAD"]);
+    assert_eq!(git_commit_in(&repo), head);
+    std::fs::write(repo.join("results/full/a.jsonl"), "2\n").unwrap();
+    std::fs::write(repo.join("benchmarks/b.jsonl"), "2\n").unwrap();
+    assert_eq!(git_commit_in(&repo.join("results")), head, "outputs rewritten: still clean (from any folder of the checkout)");
+    std::fs::write(repo.join("benchmarks/b.py"), "2\n").unwrap();
+    assert_eq!(git_commit_in(&repo), format!("{head}-dirty"));
+    assert_eq!(git_commit_in(&std::env::temp_dir().join("revlib-surely-not-a-repo-dir")), "unknown");
+}

@@ -10,7 +10,7 @@ use revlib::integrate::{solve, Adaptive, SaveAt, SolveOptions, Stepping};
 use revlib::loss::{InterpMse, Loss, Mse};
 use revlib::nn::{Adam, AdamConfig, WeightDecay};
 use revlib::solver::{ExplicitRk, Reversible, Solver};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 /// The systems of the talk's experiment tables.
@@ -100,6 +100,8 @@ pub struct Task {
     pub solver: Box<dyn Solver>,
     /// Where the data came from (a file path, or "simulated …").
     pub data_source: String,
+    /// The measurements file read, if any (`None` for simulated data).
+    pub data_file: Option<PathBuf>,
     /// Data times (including t0) and states, for plotting.
     pub data: (Vec<f64>, Vec<Vec<f64>>),
 }
@@ -142,13 +144,14 @@ pub fn task_from(spec: &RunSpec, dir: &Path, required: bool) -> Result<Task> {
                 opts,
                 solver,
                 data_source: format!("simulated: white dwarf C = {c}, {} on [0, {t1}], {n} steps", spec.solver),
+                data_file: None,
                 data: (data_t, data_y),
             })
         }
         System::Oscillator | System::Pendulum => {
             let osc = spec.system == System::Oscillator;
             let (file, t_end, scale) = if osc { ("real_double_linear_h_1.txt", 3.0, 100.0) } else { ("real_double_pend_h_1.txt", 2.0, 10.0) };
-            let (grid, states, source) = measured_or_simulated(dir, required, file, t_end, scale, osc)?;
+            let (grid, states, source, data_file) = measured_or_simulated(dir, required, file, t_end, scale, osc)?;
             let y0 = states[0].clone();
             let targets = states[1..].to_vec();
             let dt = grid[1];
@@ -165,20 +168,22 @@ pub fn task_from(spec: &RunSpec, dir: &Path, required: bool) -> Result<Task> {
             } else {
                 Box::new(InterpMse { t0: 0.0, y0: y0.clone(), grid: grid[1..].to_vec(), targets })
             };
-            Ok(Task { field: mlp(4, false)?, y0, opts, loss, solver, data_source: source, data: (grid, states) })
+            Ok(Task { field: mlp(4, false)?, y0, opts, loss, solver, data_source: source, data_file, data: (grid, states) })
         }
     }
 }
 
 /// 500 points of the first trial of a Schmidt & Lipson file on `[0, t_end]` (time shifted to
-/// start at 0, linear interpolation, states divided by `scale`), or a simulated stand-in.
-fn measured_or_simulated(dir: &Path, required: bool, file: &str, t_end: f64, scale: f64, osc: bool) -> Result<(Vec<f64>, Vec<Vec<f64>>, String)> {
+/// start at 0, linear interpolation, states divided by `scale`), or a simulated stand-in; with
+/// a description of the source and the file read.
+#[allow(clippy::type_complexity)]
+fn measured_or_simulated(dir: &Path, required: bool, file: &str, t_end: f64, scale: f64, osc: bool) -> Result<(Vec<f64>, Vec<Vec<f64>>, String, Option<PathBuf>)> {
     let path = dir.join("schmidt-lipson").join(file);
     if path.exists() || required {
         let trials = load_schmidt_lipson(&path)?;
         let (g, s) = trials[0].resample(500, t_end, scale)?;
         let source = format!("measured: {} (trial {}, t − t_first ∈ [0, {t_end}] s, 500 points by linear interpolation, ÷{scale})", path.display(), trials[0].id);
-        return Ok((g, s, source));
+        return Ok((g, s, source, Some(path)));
     }
     // Stand-ins from the physical equations, started near the first measured state.
     let (field, y0): (Box<dyn VectorField>, Vec<f64>) = if osc {
@@ -191,7 +196,7 @@ fn measured_or_simulated(dir: &Path, required: bool, file: &str, t_end: f64, sca
     let mut states = vec![y0.iter().map(|v| v / scale).collect::<Vec<_>>()];
     states.extend(sol.ys.iter().map(|y| y.iter().map(|v| v / scale).collect()));
     let grid = (0..500).map(|i| t_end * i as f64 / 499.0).collect();
-    Ok((grid, states, format!("simulated ({} not found): {} from the physical equations, RK4, ÷{scale}", path.display(), field.name())))
+    Ok((grid, states, format!("simulated ({} not found): {} from the physical equations, RK4, ÷{scale}", path.display(), field.name()), None))
 }
 
 /// The outcome of a training run.

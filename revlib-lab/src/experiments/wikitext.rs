@@ -32,6 +32,8 @@ pub struct Corpus {
     pub source: String,
     /// Fraction of test tokens mapped to `<unk>` (including the corpus's own `<unk>`s).
     pub test_unk_fraction: f64,
+    /// The files it was read from (train, valid, test; empty for a generated corpus).
+    pub files: Vec<PathBuf>,
 }
 
 fn split_path(dir: &Path, split: &str) -> Option<PathBuf> {
@@ -71,7 +73,7 @@ pub fn build_corpus(train: &[String], valid: &[String], test: &[String], max_voc
     let map = |ws: &[String]| ws.iter().map(|w| index.get(w.as_str()).copied().unwrap_or(0)).collect::<Vec<u32>>();
     let (train, valid, test) = (map(train), map(valid), map(test));
     let test_unk_fraction = test.iter().filter(|&&t| t == 0).count() as f64 / test.len().max(1) as f64;
-    Ok(Corpus { vocab, train, valid, test, source, test_unk_fraction })
+    Ok(Corpus { vocab, train, valid, test, source, test_unk_fraction, files: Vec::new() })
 }
 
 /// Load WikiText from `dir` (`wiki.*.tokens` or `*.txt`), keeping the `max_vocab` most frequent
@@ -80,7 +82,7 @@ pub fn build_corpus(train: &[String], valid: &[String], test: &[String], max_voc
 /// # Errors
 /// A missing split or an unreadable file.
 pub fn load_wikitext(dir: &Path, max_vocab: usize) -> Result<Corpus> {
-    let mut splits = Vec::new();
+    let (mut splits, mut files) = (Vec::new(), Vec::new());
     for split in ["train", "valid", "test"] {
         let p = split_path(dir, split).ok_or_else(|| Error::Io { path: dir.to_path_buf(), source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("no wiki.{split}.tokens or {split}.txt")) })?;
         let w = words(&p)?;
@@ -88,9 +90,10 @@ pub fn load_wikitext(dir: &Path, max_vocab: usize) -> Result<Corpus> {
             return Err(Error::Parse { path: p, line: 0, reason: format!("the {split} split has no words") });
         }
         splits.push(w);
+        files.push(p);
     }
     let source = format!("WikiText from {} (word level, vocabulary capped at {max_vocab} with <unk>)", dir.display());
-    build_corpus(&splits[0], &splits[1], &splits[2], max_vocab, source)
+    Ok(Corpus { files, ..build_corpus(&splits[0], &splits[1], &splits[2], max_vocab, source)? })
 }
 
 /// A small synthetic corpus: sentences from a fixed random grammar (subject, verb, object,
