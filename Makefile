@@ -1,5 +1,5 @@
 # The README's two commands: `make report` (main job) and `make test` (what CI runs).
-.PHONY: report test test-rust test-notebooks check-reports bench side-by-side schedules experiments lm-study setup bench-venv
+.PHONY: report test test-rust test-notebooks index check-reports bench side-by-side schedules experiments lm-study setup bench-venv
 
 # Main job: set up the notebook pipeline once, execute every notebook in default mode, and
 # write the executed notebooks, HTML pages, figures and JSON results to reports/.
@@ -14,7 +14,12 @@ test-rust:
 	cargo test --workspace
 
 test-notebooks: setup
+	.venv/bin/python notebooks/test_index.py
 	.venv/bin/python notebooks/run.py --mode quick --out reports/quick
+
+# Rebuild a report's front page (and figure thumbnails) from the pages already in the folder.
+index:
+	.venv/bin/python notebooks/report_index.py reports
 
 # Open the report pages in headless Chromium without network and check the figures are drawn.
 check-reports:

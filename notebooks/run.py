@@ -6,11 +6,12 @@ For each notebooks/NN_*.ipynb (in order): execute it
 in notebooks/ with the `rust` (evcxr) kernel that setup.sh registered in .venv, and REVLIB_MODE
 and REVLIB_RESULTS set; write the executed notebook and a
 self-contained HTML page (plotly.js embedded once per page, so figures render offline) to
-the output folder, plus an index page. Exits non-zero on the first cell error, including a
+the output folder, with a run record (NN_<name>.run.json: mode, seconds, date, commit). Then
+rebuild the index page from every executed page in the folder (report_index.py), so a partial
+run (--only) leaves a complete index. Exits non-zero on the first cell error, including a
 failed assertion a notebook makes about its own results.
 """
 import argparse
-import html
 import json
 import os
 import re
@@ -23,6 +24,8 @@ import nbformat
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
+
+from report_index import build_index, run_record, thumbnails
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = "rust"
@@ -76,7 +79,6 @@ def main() -> int:
     books = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     if args.only:
         books = [b for b in books if b.name.startswith(args.only)]
-    rows = []
     for path in books:
         nb = nbformat.read(path, as_version=4)
         start = time.time()
@@ -103,20 +105,9 @@ def main() -> int:
         print(f"   {secs:.0f} s", flush=True)
         nbformat.write(nb, out / path.name)
         (out / path.with_suffix(".html").name).write_text(to_html(nb, scripts))
-        title = next((c.source.splitlines()[0].lstrip("# ") for c in nb.cells if c.cell_type == "markdown"), path.stem)
-        rows.append((path.stem, title, secs))
-    items = "\n".join(
-        f'<li><a href="{html.escape(stem)}.html">{html.escape(title)}</a> — executed in {secs:.0f} s ({args.mode} mode)</li>'
-        for stem, title, secs in rows
-    )
-    figs = "\n".join(f'<li><a href="figures/{f.name}">{f.name}</a></li>' for f in sorted((out / "figures").glob("*.html")))
-    (out / "index.html").write_text(
-        f"<!doctype html><html><head><meta charset='utf-8'><title>revlib report</title></head><body>"
-        f"<h1>revlib: reversible solvers and exact gradients</h1><h2>Notebooks</h2><ol>{items}</ol>"
-        f"<h2>Figures</h2><ul>{figs}</ul></body></html>"
-    )
-    json.dump({"mode": args.mode, "notebooks": [{"name": s, "seconds": t} for s, _, t in rows]}, open(out / "run.json", "w"), indent=1)
-    print(f"report: {out / 'index.html'}")
+        (out / f"{path.stem}.run.json").write_text(json.dumps(run_record(path, nb, args.mode, secs), indent=1))
+    thumbnails(out)
+    print(f"report: {build_index(out, args.mode)}")
     return 0
 
 
