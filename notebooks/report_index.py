@@ -237,6 +237,8 @@ def notebook_section(out: Path, page: Path, state: dict, mode: str, hashes: dict
             warnings.append(f"Executed at commit {esc(rec.get('commit', '')[:10])}, older than the checkout's {esc(state['commit'][:10])}: re-run it to refresh.")
         if rec.get("dirty"):
             warnings.append("Executed on a checkout with uncommitted changes.")
+        if rec.get("retry"):
+            warnings.append(f"The runner {esc(rec['retry'])}.")
         if rec.get("mode") != mode:
             warnings.append(f"Executed in {esc(rec.get('mode'))} mode; the other pages of this report are {esc(mode)} mode.")
     tables = headline_tables(out, number)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import nbformat
 from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError
+from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbconvert import HTMLExporter
 
 from report_index import build_index, run_record, thumbnails
@@ -59,6 +59,39 @@ def to_html(nb, scripts: str) -> str:
     return body.replace("</head>", MATHJAX_CONFIG + "\n" + scripts + "\n</head>", 1)
 
 
+# Failures of the tool chain rather than of the notebook: evcxr (the rustc wrapper) dying while
+# it waits on cargo's package-cache lock, or the kernel process ending. They carry no Rust
+# diagnostic, and a fresh kernel gets past them; anything else is the notebook's own error.
+TRANSIENT = re.compile(r"Failed to wrap rustc|Subprocess terminated with status|Child process terminated|Kernel died")
+RUST_DIAGNOSTIC = re.compile(r"error\[E\d{4}\]|panicked at")
+
+
+def is_transient(message: str) -> bool:
+    """Whether a cell failure looks like a tool-chain hiccup worth one retry in a fresh kernel."""
+    return bool(TRANSIENT.search(message)) and not RUST_DIAGNOSTIC.search(message)
+
+
+def execute(path: Path, timeout: int):
+    """Execute a notebook; a transient tool failure is retried once in a fresh kernel.
+    Returns (executed notebook, error or None, note about a retry or None)."""
+    note = None
+    for attempt in (1, 2):
+        nb = nbformat.read(path, as_version=4)
+        client = NotebookClient(nb, kernel_name=KERNEL, timeout=timeout, resources={"metadata": {"path": str(path.parent)}})
+        try:
+            client.execute()
+            return nb, None, note
+        except (CellExecutionError, DeadKernelError) as e:
+            message = str(e)
+            if attempt == 1 and (isinstance(e, DeadKernelError) or is_transient(message)):
+                first = next((line for line in message.splitlines() if TRANSIENT.search(line)), message.strip().splitlines()[-1] if message.strip() else type(e).__name__)
+                note = f"retried once in a fresh kernel after: {first.strip()[:300]}"
+                print(f"!! {path.name}: {note}", file=sys.stderr, flush=True)
+                continue
+            return nb, e, note
+    raise AssertionError("unreachable")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--mode", default=os.environ.get("REVLIB_MODE", "default"), choices=["quick", "default", "full"])
@@ -80,15 +113,12 @@ def main() -> int:
     if args.only:
         books = [b for b in books if b.name.startswith(args.only)]
     for path in books:
-        nb = nbformat.read(path, as_version=4)
         start = time.time()
         print(f"== {path.name} ({args.mode})", flush=True)
-        client = NotebookClient(nb, kernel_name=KERNEL, timeout=args.timeout, resources={"metadata": {"path": str(path.parent)}})
-        try:
-            client.execute()
-        except CellExecutionError as e:
+        nb, error, retry = execute(path, args.timeout)
+        if error is not None:
             nbformat.write(nb, out / path.name)
-            print(f"!! {path.name} failed:\n{e}", file=sys.stderr)
+            print(f"!! {path.name} failed{' (after a retry)' if retry else ''}:\n{error}", file=sys.stderr)
             return 1
         # evcxr reports a panic (a failed `assert!`) on stderr and carries on with the next cell,
         # so a notebook's own checks would pass silently: treat any panic as a failure.
@@ -105,7 +135,7 @@ def main() -> int:
         print(f"   {secs:.0f} s", flush=True)
         nbformat.write(nb, out / path.name)
         (out / path.with_suffix(".html").name).write_text(to_html(nb, scripts))
-        (out / f"{path.stem}.run.json").write_text(json.dumps(run_record(path, nb, args.mode, secs), indent=1))
+        (out / f"{path.stem}.run.json").write_text(json.dumps({**run_record(path, nb, args.mode, secs), "retry": retry}, indent=1))
     thumbnails(out)
     print(f"report: {build_index(out, args.mode)}")
     return 0

@@ -1,6 +1,7 @@
 """Tests of the report's front page (report_index.py) on a synthetic output folder: a partial
-run leaves a complete index, stale or foreign pages are flagged, headline tables and data
-checksums appear, and every link points at a file in the folder. Run: python notebooks/test_index.py
+run leaves a complete index, stale, foreign or retried pages are flagged, headline tables and
+data checksums appear, and every link points at a file in the folder; and of which failures the
+runner retries. Run: .venv/bin/python notebooks/test_index.py
 """
 import hashlib
 import json
@@ -67,6 +68,10 @@ def main() -> int:
         # The reference mode defaults to the most recent run's.
         assert "quick mode ·" in page and "Executed in default mode" in page
 
+        # A retried run says so.
+        (out / "04_fourth.run.json").write_text(json.dumps({**json.loads((out / "04_fourth.run.json").read_text()), "retry": "retried once in a fresh kernel after: Failed to wrap rustc"}))
+        assert "The runner retried once in a fresh kernel after: Failed to wrap rustc." in ri.build_index(out).read_text()
+
         # A page without a run record is listed with a warning.
         (out / "02_second.html").write_text("<html></html>")
         page = ri.build_index(out, "quick").read_text()
@@ -75,7 +80,13 @@ def main() -> int:
     assert ri.talk_slides('# 01\n\nTalk slides *"What is a neural ODE"* to *"However…"*. A') == "“What is a neural ODE” to “However…”"
     assert ri.talk_slides('Talk slides *"Experiments"*: the white dwarf') == "“Experiments”"
     assert ri.talk_slides("no slides here") == ""
-    print("report index: all checks passed")
+    # Only tool-chain failures without a Rust diagnostic are retried (run.py).
+    import run
+    assert run.is_transient("Failed to wrap rustc: cannot parse integer from empty string")
+    assert not run.is_transient("error[E0308]: mismatched types")
+    assert not run.is_transient("thread 'main' panicked at src/lib.rs:1: Subprocess terminated with status 101")
+    assert not run.is_transient("Error: InvalidArgument { name: \"n\" }")
+    print("report index and runner: all checks passed")
     return 0
 
 
