@@ -234,7 +234,7 @@ def notebook_section(out: Path, page: Path, state: dict, mode: str, hashes: dict
         warnings.append("No run record (NN_*.run.json) next to this page: when, how and at which commit it ran is unknown.")
     else:
         if rec.get("commit") != state["commit"]:
-            warnings.append(f"Executed at commit {esc(rec.get('commit', '')[:10])}, older than the checkout's {esc(state['commit'][:10])}: re-run it to refresh.")
+            warnings.append(f"Executed at commit {esc(rec.get('commit', '')[:10])}; the checkout is now at {esc(state['commit'][:10])}: re-run it to refresh.")
         if rec.get("dirty"):
             warnings.append("Executed on a checkout with uncommitted changes.")
         if rec.get("retry"):
@@ -308,21 +308,25 @@ def build_index(out: Path, mode: str | None = None) -> Path:
     tools = tool_versions()
     peers = peer_versions()
     make = {"quick": "make test-notebooks", "default": "make report"}.get(mode)
-    reproduce = (f"{make}" if make else f".venv/bin/python notebooks/run.py --mode {mode} --out {out.name}")
+    try:
+        out_arg = str(out.relative_to(ROOT))
+    except ValueError:
+        out_arg = str(out)
+    reproduce = make if make and out_arg == {"quick": "reports/quick", "default": "reports"}[mode] else f".venv/bin/python notebooks/run.py --mode {mode} --out {out_arg}"
     toc = " · ".join(f'<a href="#nb{esc(p.stem[:2])}">{esc(p.stem[:2])}</a>' for p in pages)
     total = sum(r.get("seconds") or 0 for r in records)
     peer_items = "<dd>" + ("<br>".join(f"{esc(v)} ({esc(src)}, measured {esc(d)})" for src, v, d in peers) or "none recorded") + "</dd>"
     provenance = f"""<section class="nb" id="provenance"><h2>Provenance</h2><dl class="prov">
 <dt>revlib</dt><dd>{esc(prov.get('revlib_version', 'unknown'))}</dd>
 <dt>checkout</dt><dd><code>{esc(state['commit'])}</code>{' (with uncommitted changes)' if state['dirty'] else ''}</dd>
-<dt>CPU</dt><dd>{esc(cpu_model())}</dd>
+<dt>CPU</dt><dd>{esc(prov.get('cpu') or cpu_model())}</dd>
 <dt>threads</dt><dd>{esc(prov.get('threads', os.cpu_count()))} (rayon) on {os.cpu_count()} logical CPUs</dd>
 <dt>Rust</dt><dd>{esc(tools['rustc'])}</dd>
 <dt>kernel</dt><dd>{esc(tools['evcxr'])}</dd>
 <dt>peers</dt>{peer_items}
 <dt>index built</dt><dd>{datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}</dd>
 </dl><h3>Reproduce</h3><p>From a fresh clone (the README lists what it installs and how long it takes):</p>
-<pre>{esc(reproduce)}</pre><p>One notebook: <code>.venv/bin/python notebooks/run.py --mode {esc(mode)} --out {esc(out.name)} --only 05</code>
+<pre>{esc(reproduce)}</pre><p>One notebook: <code>.venv/bin/python notebooks/run.py --mode {esc(mode)} --out {esc(out_arg)} --only 05</code>
 (this page is rebuilt from every page in the folder, so it stays complete).</p></section>"""
     doc = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">

@@ -48,7 +48,7 @@ def main() -> int:
         assert hashlib.sha256(b"1 2 3\n").hexdigest() in page
         assert page.count("real data") == 1 and page.count("generated data") == 1
         # Warnings: an older commit, another mode, a notebook without a headline.
-        assert "older than the checkout" in page
+        assert "Executed at commit 0000000000; the checkout is now at" in page
         assert "Executed in default mode" in page
         assert "wrote no headline table" in page
         # The thumbnail that exists is an image; the one without a screenshot is a text card.
