@@ -98,7 +98,8 @@ def git(*args: str) -> str:
 def checkout_state() -> dict:
     """The commit the checkout is at and whether tracked files are modified."""
     commit = git("rev-parse", "HEAD") or "unknown"
-    # As revlib_lab::provenance::git_commit: rewritten outputs do not make a checkout dirty.
+    # As revlib_lab::provenance::git_commit (test_index.py checks the two lists agree): rewritten
+    # outputs do not make a checkout dirty.
     dirty = bool(git("status", "--porcelain", "--untracked-files=no", "--", ":/", *OUTPUT_PATHSPECS))
     return {"commit": commit, "dirty": dirty}
 
@@ -224,7 +225,7 @@ def render_table(h: dict) -> str:
     return f'<div class="scroll"><table><caption>{esc(h.get("caption", ""))}</caption><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
-def notebook_section(out: Path, page: Path, state: dict, mode: str, hashes: dict) -> str:
+def notebook_section(out: Path, page: Path, tables: list, state: dict, mode: str, hashes: dict) -> str:
     stem = page.stem
     number = stem[:2]
     rec = read_json(out / f"{stem}.run.json")
@@ -241,7 +242,6 @@ def notebook_section(out: Path, page: Path, state: dict, mode: str, hashes: dict
             warnings.append(f"The runner {esc(rec['retry'])}.")
         if rec.get("mode") != mode:
             warnings.append(f"Executed in {esc(rec.get('mode'))} mode; the other pages of this report are {esc(mode)} mode.")
-    tables = headline_tables(out, number)
     files = []
     for _, h, _ in tables:
         for f in h.get("data_files", []):
@@ -302,8 +302,9 @@ def build_index(out: Path, mode: str | None = None) -> Path:
         mode = max(records, key=lambda r: r.get("finished", ""))["mode"] if records else "default"
     state = checkout_state()
     hashes: dict = {}
-    sections = [notebook_section(out, p, state, mode, hashes) for p in pages]
-    provs = [prov for p in pages for _, _, prov in headline_tables(out, p.stem[:2]) if prov]
+    tables = {p.stem: headline_tables(out, p.stem[:2]) for p in pages}
+    sections = [notebook_section(out, p, tables[p.stem], state, mode, hashes) for p in pages]
+    provs = [prov for p in pages for _, _, prov in tables[p.stem] if prov]
     prov = provs[0] if provs else {}
     tools = tool_versions()
     peers = peer_versions()

@@ -80,6 +80,11 @@ def main() -> int:
     assert ri.talk_slides('# 01\n\nTalk slides *"What is a neural ODE"* to *"However…"*. A') == "“What is a neural ODE” to “However…”"
     assert ri.talk_slides('Talk slides *"Experiments"*: the white dwarf') == "“Experiments”"
     assert ri.talk_slides("no slides here") == ""
+    # The index judges a checkout modified by the same rule as revlib_lab's provenance.
+    rust = (Path(__file__).resolve().parent.parent / "revlib-lab" / "src" / "provenance.rs").read_text()
+    m = re.search(r"pub const OUTPUT_PATHSPECS: \[&str; \d+\] = \[([^\]]*)\];", rust)
+    assert m and re.findall(r'"([^"]+)"', m.group(1)) == ri.OUTPUT_PATHSPECS, "OUTPUT_PATHSPECS differ between provenance.rs and report_index.py"
+
     # Only tool-chain failures without a Rust diagnostic are retried (run.py).
     import run
     assert run.is_transient("Failed to wrap rustc: cannot parse integer from empty string")
