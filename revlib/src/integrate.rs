@@ -157,10 +157,16 @@ fn solve_here(field: &dyn VectorField, solver: &dyn Solver, y0: &[f64], opts: &S
     batch_size(field.dim(), y0.len())?;
     let counted = Counted::new(field);
     let term = OdeTerm(&counted);
-    let fwd = forward(&term, solver, y0, opts, |_, _| Ok(()))?;
+    solve_term(&term, solver, y0, opts, &|| (counted.evals(), counted.vjps()))
+}
+
+/// Solve with any term (an ODE's, an SDE's); `counts` reads (evaluations, VJPs) afterwards.
+pub(crate) fn solve_term(term: &dyn Term, solver: &dyn Solver, y0: &[f64], opts: &SolveOptions, counts: &dyn Fn() -> (usize, usize)) -> Result<Solution> {
+    let fwd = forward(term, solver, y0, opts, |_, _| Ok(()))?;
+    let (field_evals, vjps) = counts();
     let stats = Stats {
-        field_evals: counted.evals(),
-        vjps: counted.vjps(),
+        field_evals,
+        vjps,
         accepted_steps: fwd.times.len() - 1,
         rejected_steps: fwd.rejected,
         ..Stats::default()
@@ -306,6 +312,7 @@ pub(crate) fn forward(
     opts: &SolveOptions,
     hook: impl FnMut(usize, &[f64]) -> Result<()>,
 ) -> Result<Forward> {
+    term.check_interval(opts.t0, opts.t1)?;
     let n = y0.len();
     let clen = solver.carry_len(term, n);
     let mut run = Run {

@@ -51,6 +51,13 @@
 //! [`Adjoint::Checkpoint`] (exact, $c$ states, recomputation); [`Adjoint::FullStorage`] is the
 //! reference and [`Adjoint::Backsolve`] the (inexact) continuous adjoint, for comparison.
 //!
+//! ## Stochastic differential equations
+//! [`sde`]: Stratonovich SDEs driven by a [`VirtualBrownianTree`](sde::VirtualBrownianTree)
+//! (any increment, from a seed, in $O(1)$ memory), solved by the same solvers — Heun's method
+//! is the stochastic Heun method, [`ReversibleHeun`] the reversible Heun method for SDEs — and
+//! differentiated by the same strategies through [`Adjoint::sde_gradient`], exactly, on the
+//! sample the forward pass used.
+//!
 //! ## Features
 //! - `nn` (default): the dfdx models in [`nn`] — a reference MLP, the transformer block and the
 //!   language models of the RevDEQ experiments, Adam/AdamW.
@@ -76,6 +83,7 @@ pub mod loss;
 #[cfg(feature = "nn")]
 pub mod nn;
 mod rng;
+pub mod sde;
 pub mod solver;
 pub mod stability;
 pub mod tableau;

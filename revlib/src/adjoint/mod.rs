@@ -198,9 +198,6 @@ impl Adjoint {
     /// [`Error::InexactReconstruction`] when the certificate exceeds the tolerance (with
     /// [`OnInexact::Error`]).
     pub fn gradient_checked(&self, field: &dyn VectorField, solver: &dyn Solver, y0: &[f64], opts: &SolveOptions, loss: &dyn Loss, checks: &GradientChecks) -> Result<Gradient> {
-        if !(checks.reconstruction_tol >= 0.0) {
-            return Err(Error::InvalidArgument { name: "reconstruction_tol", value: checks.reconstruction_tol, expected: "≥ 0 (infinity disables the check)" });
-        }
         crate::field::on_pool(|| self.gradient_here(field, solver, y0, opts, loss, checks))
     }
 
@@ -208,8 +205,18 @@ impl Adjoint {
         batch_size(field.dim(), y0.len())?;
         let counted = Counted::new(field);
         let term = OdeTerm(&counted);
+        self.gradient_of_term(&term, solver, y0, opts, loss, checks, &|| (counted.evals(), counted.vjps()))
+    }
+
+    /// The gradient through a solve with any term (an ODE's, an SDE's); `counts` reads
+    /// (evaluations, VJPs) afterwards.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn gradient_of_term(&self, term: &dyn Term, solver: &dyn Solver, y0: &[f64], opts: &SolveOptions, loss: &dyn Loss, checks: &GradientChecks, counts: &dyn Fn() -> (usize, usize)) -> Result<Gradient> {
+        if !(checks.reconstruction_tol >= 0.0) {
+            return Err(Error::InvalidArgument { name: "reconstruction_tol", value: checks.reconstruction_tol, expected: "≥ 0 (infinity disables the check)" });
+        }
         let mut store = Store::default();
-        let p = Problem { term: &term, solver, y0, opts, loss, strategy: *self };
+        let p = Problem { term, solver, y0, opts, loss, strategy: *self };
         let (fwd, d_y0, d_theta, value) = match *self {
             Adjoint::FullStorage => full_storage(&p, &mut store)?,
             Adjoint::Checkpoint(c) => checkpoint::gradient(&p, c, false, &mut store)?,
@@ -225,10 +232,11 @@ impl Adjoint {
         if cert > checks.reconstruction_tol && checks.on_inexact == OnInexact::Error {
             return Err(Error::InexactReconstruction { error: cert, tol: checks.reconstruction_tol, step: at });
         }
-        let carry_len = solver.carry_len(&term, y0.len());
+        let carry_len = solver.carry_len(term, y0.len());
+        let (field_evals, vjps) = counts();
         let stats = Stats {
-            field_evals: counted.evals(),
-            vjps: counted.vjps(),
+            field_evals,
+            vjps,
             accepted_steps: fwd.times.len() - 1,
             rejected_steps: fwd.rejected,
             recomputed_steps: store.recomputed,

@@ -114,6 +114,14 @@ pub trait Term: Sync {
     fn prod_add(&self, scale: f64, vf: &[f64], t0: f64, t1: f64, out: &mut [f64]);
     /// `out_vf += scale * (∂ prod / ∂ vf)ᵀ a`.
     fn prod_transpose_add(&self, scale: f64, a: &[f64], t0: f64, t1: f64, out_vf: &mut [f64]);
+    /// Refuse a solve over `[t0, t1]` that the term cannot drive (a Brownian path defined on a
+    /// shorter interval); called once before a solve starts. Time terms accept any interval.
+    ///
+    /// # Errors
+    /// What the term refuses, with the offending time.
+    fn check_interval(&self, _t0: f64, _t1: f64) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// The ODE term $f(t, y)\,\Delta t$.
