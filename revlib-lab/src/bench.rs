@@ -58,7 +58,7 @@ pub fn run_case(case: &Case, seed: u64, min_seconds: f64) -> Result<serde_json::
     let t = Instant::now();
     let g = case.adjoint.gradient(&field, solver.as_ref(), &y0, &opts, &HalfSquaredNorm)?;
     let first = t.elapsed().as_secs_f64();
-    let reps = ((min_seconds / first.max(1e-9)).ceil() as usize).clamp(1, 20);
+    let reps = ((min_seconds / first.max(1e-9)).ceil() as usize).clamp(1, 500);
     let mut times = Vec::with_capacity(reps);
     for _ in 0..reps {
         let t = Instant::now();
@@ -82,6 +82,7 @@ pub fn run_case(case: &Case, seed: u64, min_seconds: f64) -> Result<serde_json::
         "N": case.steps,
         "solver": solver.name(),
         "sec_per_grad": times[times.len() / 2],
+        "min_sec": times[0],
         "repeats": reps,
         "peak_stored_states": g.stats.peak_stored_states,
         "peak_stored_bytes": g.stats.peak_stored_bytes,
@@ -91,4 +92,147 @@ pub fn run_case(case: &Case, seed: u64, min_seconds: f64) -> Result<serde_json::
         "peak_rss_bytes": rss,
         "rel_grad_err": rel_err(&all, &all_ref),
     }))
+}
+
+/// A strategy's time as a multiple of full storage's, measured in one process by alternating the
+/// two gradients (after a warm-up of each) for at least `min_seconds` and at least 5 rounds:
+/// the median of the per-round ratios, and the number of rounds. Alternating cancels what a
+/// busy machine does to both alike (frequency, other tenants), which separate processes timed
+/// one after the other do not.
+///
+/// # Errors
+/// From the gradients.
+pub fn paired_ratio(case: &Case, seed: u64, min_seconds: f64) -> Result<(f64, usize)> {
+    let full = Case { adjoint: Adjoint::FullStorage, ..*case };
+    let (field, y0, solver) = problem(case, seed)?;
+    let (field_f, y0_f, solver_f) = problem(&full, seed)?;
+    let opts = SolveOptions::fixed(0.0, 1.0, case.steps);
+    let time = |a: Adjoint, f: &Mlp, y: &[f64], s: &dyn Solver| -> Result<f64> {
+        let t = Instant::now();
+        a.gradient(f, s, y, &opts, &HalfSquaredNorm)?;
+        Ok(t.elapsed().as_secs_f64())
+    };
+    time(Adjoint::FullStorage, &field_f, &y0_f, solver_f.as_ref())?;
+    time(case.adjoint, &field, &y0, solver.as_ref())?;
+    let start = Instant::now();
+    let mut ratios = Vec::new();
+    while ratios.len() < 5 || (start.elapsed().as_secs_f64() < min_seconds && ratios.len() < 500) {
+        let f = time(Adjoint::FullStorage, &field_f, &y0_f, solver_f.as_ref())?;
+        let c = time(case.adjoint, &field, &y0, solver.as_ref())?;
+        ratios.push(c / f.max(1e-12));
+    }
+    ratios.sort_by(f64::total_cmp);
+    Ok((ratios[ratios.len() / 2], ratios.len()))
+}
+
+/// A case of a benchmark line: (B, N, strategy key).
+pub type CaseKey = (usize, usize, String);
+
+/// Each strategy's time as a multiple of full storage's at the same (B, N), from benchmark
+/// lines: the in-process `paired_ratio` when the line has one ([`paired_ratio`], `revlib bench
+/// --paired`), else the ratio of the fastest repeats of the two separate processes (skipped
+/// cases and cases without a full-storage line are left out). Ratios survive a machine that is
+/// uniformly slower, absolute times do not.
+pub fn time_ratios(lines: &[serde_json::Value]) -> Vec<(CaseKey, f64)> {
+    let key = |v: &serde_json::Value| -> Option<CaseKey> { Some((v["B"].as_u64()? as usize, v["N"].as_u64()? as usize, v["adjoint"].as_str()?.to_string())) };
+    let secs = |v: &serde_json::Value| v["min_sec"].as_f64().or_else(|| v["sec_per_grad"].as_f64());
+    let full: Vec<(CaseKey, f64)> = lines.iter().filter_map(|v| Some((key(v)?, secs(v)?))).filter(|(k, _)| k.2 == "full_storage").collect();
+    lines
+        .iter()
+        .filter_map(|v| {
+            let k = key(v)?;
+            if let (Some(r), true) = (v["paired_ratio"].as_f64(), k.2 != "full_storage") {
+                return Some((k, r));
+            }
+            let sec = secs(v)?;
+            let (_, f) = full.iter().find(|(fk, _)| fk.0 == k.0 && fk.1 == k.1)?;
+            (k.2 != "full_storage" && *f > 0.0).then(|| (k, sec / f))
+        })
+        .collect()
+}
+
+/// A strategy slower, relative to full storage, than in the baseline by more than the tolerance.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Regression {
+    /// The case.
+    pub case: CaseKey,
+    /// Time ÷ full storage in the baseline.
+    pub baseline: f64,
+    /// Time ÷ full storage now.
+    pub now: f64,
+}
+
+/// The outcome of comparing a run with a baseline.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize)]
+pub struct Comparison {
+    /// Cases whose time ÷ full storage grew by more than the tolerance.
+    pub regressions: Vec<Regression>,
+    /// Baseline cases this run did not measure (a check that skips them would be vacuous).
+    pub missing: Vec<CaseKey>,
+}
+
+impl Comparison {
+    /// No regression and nothing missing.
+    pub fn passed(&self) -> bool {
+        self.regressions.is_empty() && self.missing.is_empty()
+    }
+}
+
+/// Compare the ratios of `current` with those of `baseline`: every case of the baseline must be
+/// measured now, and none may have grown by more than `tolerance` (0.2 = 20 %).
+pub fn compare(baseline: &[serde_json::Value], current: &[serde_json::Value], tolerance: f64) -> Comparison {
+    let now = time_ratios(current);
+    let mut out = Comparison::default();
+    for (case, base) in time_ratios(baseline) {
+        match now.iter().find(|(k, _)| *k == case) {
+            None => out.missing.push(case),
+            Some((_, r)) if *r > base * (1.0 + tolerance) => out.regressions.push(Regression { case, baseline: base, now: *r }),
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn line(adjoint: &str, b: usize, n: usize, sec: f64) -> serde_json::Value {
+        json!({"adjoint": adjoint, "B": b, "N": n, "sec_per_grad": sec})
+    }
+
+    #[test]
+    fn ratios_are_taken_against_full_storage_of_the_same_case() {
+        let lines = vec![line("full_storage", 16, 200, 0.5), line("reversible", 16, 200, 1.0), line("full_storage", 1, 200, 0.1), line("reversible", 1, 200, 0.15),
+            json!({"adjoint": "checkpoint_2", "B": 16, "N": 200, "skipped": "too slow"})];
+        let r = time_ratios(&lines);
+        assert_eq!(r.len(), 2);
+        assert_eq!((r[0].0.clone(), r[1].0.clone()), ((16, 200, "reversible".to_string()), (1, 200, "reversible".to_string())));
+        assert!((r[0].1 - 2.0).abs() < 1e-12 && (r[1].1 - 1.5).abs() < 1e-12, "{r:?}");
+    }
+
+    #[test]
+    fn a_uniformly_slower_machine_is_not_a_regression_but_a_slower_strategy_is() {
+        let base = vec![line("full_storage", 16, 200, 0.5), line("reversible", 16, 200, 1.0), line("checkpoint_8", 16, 200, 0.8)];
+        let slower_machine: Vec<_> = base.iter().map(|v| { let mut v = v.clone(); v["sec_per_grad"] = json!(v["sec_per_grad"].as_f64().unwrap() * 3.0); v }).collect();
+        assert!(compare(&base, &slower_machine, 0.2).passed());
+        // Reversible 25 % slower relative to full storage: flagged; checkpoint 10 % slower: within tolerance.
+        let now = vec![line("full_storage", 16, 200, 0.5), line("reversible", 16, 200, 1.25), line("checkpoint_8", 16, 200, 0.88)];
+        let c = compare(&base, &now, 0.2);
+        let r = &c.regressions;
+        assert!(!c.passed() && c.missing.is_empty());
+        assert_eq!(r.len(), 1);
+        assert_eq!(r[0].case.2, "reversible");
+        assert!((r[0].now - 2.5).abs() < 1e-12 && (r[0].baseline - 2.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn a_baseline_case_that_was_not_measured_fails_the_check() {
+        let base = vec![line("full_storage", 16, 200, 0.5), line("reversible", 16, 200, 1.0)];
+        let now = vec![line("full_storage", 16, 200, 0.5)];
+        let c = compare(&base, &now, 0.2);
+        assert!(!c.passed() && c.regressions.is_empty());
+        assert_eq!(c.missing, vec![(16, 200, "reversible".to_string())]);
+    }
 }

@@ -1,7 +1,7 @@
 //! `revlib` command line: the gradient benchmark and the experiment drivers.
 
 use clap::{Parser, Subcommand};
-use revlib_lab::bench::{predict_seconds, run_case, Case};
+use revlib_lab::bench::{compare, paired_ratio, predict_seconds, run_case, time_ratios, Case};
 use revlib_lab::provenance::Provenance;
 use revlib_lab::experiments::runtime::runtime_case;
 use revlib_lab::experiments::train::{train, RunSpec};
@@ -52,6 +52,20 @@ enum Cmd {
         /// Seed of the network and initial states.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Regression guard: measure the cases of this baseline file (lines of an earlier
+        /// `revlib bench --paired` on the same CPU model, overriding --batch/--steps/--adjoints)
+        /// and fail when a strategy's time as a multiple of full storage's grew by more than
+        /// --tolerance (a case that regresses is measured a second time before it counts). With
+        /// no baseline line for this CPU it warns and compares nothing.
+        #[arg(long)]
+        check: Option<std::path::PathBuf>,
+        /// Allowed growth of a time ratio for --check (0.2 = 20 %).
+        #[arg(long, default_value_t = 0.2)]
+        tolerance: f64,
+        /// Add each strategy's time ÷ full storage measured in its own process by alternating
+        /// the two (`paired_ratio`, robust on a busy machine); --check always measures it.
+        #[arg(long)]
+        paired: bool,
     },
     /// Run an experiment grid (white-dwarf, physical, runtime, or all): one process per run,
     /// progress bars, one JSON line per finished run appended to `<out>/<experiment>.jsonl`.
@@ -131,6 +145,9 @@ enum Cmd {
         seed: u64,
         #[arg(long)]
         min_seconds: f64,
+        /// Also measure the time ÷ full storage in this process, alternating the two.
+        #[arg(long)]
+        paired: bool,
     },
 }
 
@@ -190,56 +207,137 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             #[cfg(not(feature = "plot"))]
             return Err("build with `--features plot` for plotly-js".into());
         }
-        Cmd::BenchCase { adjoint, batch, steps, seed, min_seconds } => {
+        Cmd::BenchCase { adjoint, batch, steps, seed, min_seconds, paired } => {
             let case = Case { adjoint: Adjoint::from_key(&adjoint)?, batch, steps };
-            println!("{}", run_case(&case, seed, min_seconds)?);
-        }
-        Cmd::Bench { batch, steps, adjoints, max_seconds, min_seconds, seed } => {
-            let prov = serde_json::to_value(Provenance::collect(seed, "default"))?;
-            let adjoints: Vec<Adjoint> = adjoints.iter().map(|k| Adjoint::from_key(k)).collect::<Result<_, _>>()?;
-            let total = (batch.len() * steps.len() * adjoints.len()) as u64;
-            let bar = indicatif::ProgressBar::new(total);
-            let exe = std::env::current_exe()?;
-            for &b in &batch {
-                for &n in &steps {
-                    let mut full_sec: Option<f64> = None;
-                    // Full storage first: its time predicts the others'.
-                    let mut order = adjoints.clone();
-                    order.sort_by_key(|a| *a != Adjoint::FullStorage);
-                    for adjoint in order {
-                        let case = Case { adjoint, batch: b, steps: n };
-                        bar.set_message(format!("{} B={b} N={n}", adjoint.key()));
-                        let predicted = full_sec.map(|s| predict_seconds(&case, s));
-                        let mut line = match predicted {
-                            Some(p) if p > max_seconds => serde_json::json!({
-                                "adjoint": adjoint.key(), "B": b, "D": 2, "W": 64, "N": n,
-                                "skipped": format!("predicted {p:.0} s per gradient > --max-seconds {max_seconds}"),
-                                "predicted_sec": p,
-                            }),
-                            _ => {
-                                let out = Command::new(&exe)
-                                    .args(["bench-case", "--adjoint", &adjoint.key(), "--batch", &b.to_string(), "--steps", &n.to_string(), "--seed", &seed.to_string(), "--min-seconds", &min_seconds.to_string()])
-                                    .output()?;
-                                if !out.status.success() {
-                                    return Err(format!("case {} B={b} N={n} failed: {}", adjoint.key(), String::from_utf8_lossy(&out.stderr)).into());
-                                }
-                                let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-                                if adjoint == Adjoint::FullStorage {
-                                    full_sec = v["sec_per_grad"].as_f64();
-                                }
-                                v
-                            }
-                        };
-                        line["provenance"] = prov.clone();
-                        bar.suspend(|| println!("{line}"));
-                        bar.inc(1);
-                    }
-                }
+            let mut line = run_case(&case, seed, min_seconds)?;
+            if paired && case.adjoint != Adjoint::FullStorage {
+                let (ratio, rounds) = paired_ratio(&case, seed, min_seconds)?;
+                line["paired_ratio"] = ratio.into();
+                line["paired_rounds"] = rounds.into();
             }
-            bar.finish_and_clear();
+            println!("{line}");
+        }
+        Cmd::Bench { batch, steps, adjoints, max_seconds, min_seconds, seed, check, tolerance, paired } => {
+            let prov = serde_json::to_value(Provenance::collect(seed, "default"))?;
+            let Some(baseline_path) = check else {
+                let adjoints: Vec<Adjoint> = adjoints.iter().map(|k| Adjoint::from_key(k)).collect::<Result<_, _>>()?;
+                let cases: Vec<(usize, usize, Vec<Adjoint>)> = batch.iter().flat_map(|&b| steps.iter().map(move |&n| (b, n))).map(|(b, n)| (b, n, adjoints.clone())).collect();
+                bench(&cases, max_seconds, min_seconds, seed, paired, &prov)?;
+                return Ok(());
+            };
+            if !(tolerance > 0.0 && tolerance.is_finite()) {
+                return Err(format!("--tolerance must be positive and finite, not {tolerance}").into());
+            }
+            if !baseline_path.is_file() {
+                return Err(format!("--check {}: no such baseline file (write one with `revlib bench ... > FILE`)", baseline_path.display()).into());
+            }
+            let all: Vec<serde_json::Value> = read_jsonl(&baseline_path)?;
+            // Ratios are compared on the CPU model the baseline was measured on: across
+            // micro-architectures the strategies' relative costs legitimately differ.
+            let cpu = prov["cpu"].as_str().unwrap_or("").to_string();
+            let baseline: Vec<serde_json::Value> = all.iter().filter(|v| v["provenance"]["cpu"].as_str() == Some(cpu.as_str())).cloned().collect();
+            if baseline.is_empty() {
+                let mut cpus: Vec<&str> = all.iter().filter_map(|v| v["provenance"]["cpu"].as_str()).collect();
+                cpus.sort_unstable();
+                cpus.dedup();
+                eprintln!("warning: {} has no baseline for this CPU ({cpu}; it has: {}); nothing was compared. Append one with `revlib bench --paired --batch B --steps N >> {}`",
+                    baseline_path.display(), cpus.join(", "), baseline_path.display());
+                println!("{}", serde_json::json!({"check": baseline_path.display().to_string(), "passed": null, "cpu": cpu, "baseline_cpus": cpus}));
+                return Ok(());
+            }
+            let cases = cases_of(&baseline)?;
+            if cases.is_empty() {
+                return Err(format!("{}: no measured cases to check against", baseline_path.display()).into());
+            }
+            let mut current = bench(&cases, f64::INFINITY, min_seconds, seed, true, &prov)?;
+            let mut result = compare(&baseline, &current, tolerance);
+            if !result.regressions.is_empty() {
+                // Measure each regressed case (and its full storage) once more: a regression must reproduce.
+                let again: Vec<(usize, usize, Vec<Adjoint>)> = result.regressions.iter().map(|r| Ok((r.case.0, r.case.1, vec![Adjoint::from_key(&r.case.2)?])))
+                    .collect::<Result<_, revlib::Error>>()?;
+                eprintln!("{} case(s) slower than the baseline allows; measuring them again", again.len());
+                let second = bench(&again, f64::INFINITY, min_seconds, seed, true, &prov)?;
+                let retried = compare(&baseline, &second, tolerance);
+                result.regressions.retain(|r| retried.regressions.iter().any(|q| q.case == r.case));
+                current.extend(second);
+            }
+            println!("{}", serde_json::json!({"check": baseline_path.display().to_string(), "tolerance": tolerance, "passed": result.passed(),
+                "regressions": result.regressions, "missing": result.missing, "ratios_now": time_ratios(&current), "ratios_baseline": time_ratios(&baseline)}));
+            if !result.passed() {
+                let what: Vec<String> = result.regressions.iter().map(|r| format!("{} B={} N={}: {:.2}× full storage, baseline {:.2}× (+{:.0} %)", r.case.2, r.case.0, r.case.1, r.now, r.baseline, 100.0 * (r.now / r.baseline - 1.0)))
+                    .chain(result.missing.iter().map(|c| format!("{} B={} N={}: not measured", c.2, c.0, c.1))).collect();
+                return Err(format!("benchmark regression against {} (tolerance {:.0} %):\n  {}", baseline_path.display(), 100.0 * tolerance, what.join("\n  ")).into());
+            }
         }
     }
     Ok(())
+}
+
+/// Run benchmark cases, one process each, printing each JSON line as it finishes; full storage
+/// goes first in each (B, N) so that its time can predict (and skip) slow cases.
+fn bench(cases: &[(usize, usize, Vec<Adjoint>)], max_seconds: f64, min_seconds: f64, seed: u64, paired: bool, prov: &serde_json::Value) -> Result<Vec<serde_json::Value>, Box<dyn std::error::Error>> {
+    let total: usize = cases.iter().map(|c| c.2.len() + usize::from(!c.2.contains(&Adjoint::FullStorage))).sum();
+    let bar = indicatif::ProgressBar::new(total as u64);
+    let exe = std::env::current_exe()?;
+    let mut lines = Vec::new();
+    for (b, n, adjoints) in cases {
+        let (b, n) = (*b, *n);
+        let mut full_sec: Option<f64> = None;
+        // Full storage first (and always: every other time is read as a multiple of it).
+        let mut order = adjoints.clone();
+        if !order.contains(&Adjoint::FullStorage) {
+            order.push(Adjoint::FullStorage);
+        }
+        order.sort_by_key(|a| *a != Adjoint::FullStorage);
+        for adjoint in order {
+            let case = Case { adjoint, batch: b, steps: n };
+            bar.set_message(format!("{} B={b} N={n}", adjoint.key()));
+            let predicted = full_sec.map(|s| predict_seconds(&case, s));
+            let mut line = match predicted {
+                Some(p) if p > max_seconds => serde_json::json!({
+                    "adjoint": adjoint.key(), "B": b, "D": 2, "W": 64, "N": n,
+                    "skipped": format!("predicted {p:.0} s per gradient > --max-seconds {max_seconds}"),
+                    "predicted_sec": p,
+                }),
+                _ => {
+                    let mut cmd = Command::new(&exe);
+                    cmd.args(["bench-case", "--adjoint", &adjoint.key(), "--batch", &b.to_string(), "--steps", &n.to_string(), "--seed", &seed.to_string(), "--min-seconds", &min_seconds.to_string()]);
+                    if paired {
+                        cmd.arg("--paired");
+                    }
+                    let out = cmd.output()?;
+                    if !out.status.success() {
+                        return Err(format!("case {} B={b} N={n} failed: {}", adjoint.key(), String::from_utf8_lossy(&out.stderr)).into());
+                    }
+                    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+                    if adjoint == Adjoint::FullStorage {
+                        full_sec = v["sec_per_grad"].as_f64();
+                    }
+                    v
+                }
+            };
+            line["provenance"] = prov.clone();
+            bar.suspend(|| println!("{line}"));
+            bar.inc(1);
+            lines.push(line);
+        }
+    }
+    bar.finish_and_clear();
+    Ok(lines)
+}
+
+/// The measured cases of benchmark lines, grouped by (B, N) in their order of appearance.
+fn cases_of(lines: &[serde_json::Value]) -> Result<Vec<(usize, usize, Vec<Adjoint>)>, Box<dyn std::error::Error>> {
+    let mut cases: Vec<(usize, usize, Vec<Adjoint>)> = Vec::new();
+    for v in lines.iter().filter(|v| v["sec_per_grad"].is_number()) {
+        let (Some(b), Some(n), Some(a)) = (v["B"].as_u64(), v["N"].as_u64(), v["adjoint"].as_str()) else { continue };
+        let adjoint = Adjoint::from_key(a)?;
+        match cases.iter_mut().find(|c| c.0 == b as usize && c.1 == n as usize) {
+            Some(c) => c.2.push(adjoint),
+            None => cases.push((b as usize, n as usize, vec![adjoint])),
+        }
+    }
+    Ok(cases)
 }
 
 /// Run one child process of a grid, showing its `progress <step> <loss>` lines on `bar`, and
