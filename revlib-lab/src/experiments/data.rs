@@ -4,7 +4,9 @@
 //! M. Schmidt and H. Lipson, "Distilling Free-Form Natural Laws from Experimental Data",
 //! *Science* 324 (2009), doi:10.1126/science.1165893 (a byte-identical copy lives in the
 //! `data/schmidt-lipson-exp-data/` folder of erwincoumans/tiny-differentiable-simulator), and
-//! put them in `<data dir>/schmidt-lipson/`. See [`data_dir`] for how the directory is found.
+//! put them in `<data dir>/schmidt-lipson/` — or run `make data`, which fetches them (and
+//! WikiText-2) with SHA-256 checks into `data/external/`. See [`data_dir_for`] for the order in
+//! which the directories are tried.
 
 use crate::error::{Error, Result};
 use std::path::{Path, PathBuf};
@@ -25,6 +27,22 @@ pub fn data_dir() -> PathBuf {
             let d = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data");
             d.canonicalize().unwrap_or(d)
         }
+    }
+}
+
+/// Where `make data` puts the data sets it fetches: `data/external/` in this repository.
+pub fn fetched_dir() -> PathBuf {
+    crate::notebook::repo_path("data/external")
+}
+
+/// The directory that holds the data set `name` (`wikitext-2`, `schmidt-lipson`) as a
+/// sub-folder: [`fetched_dir`] when `make data` fetched it there, else [`data_dir`].
+pub fn data_dir_for(name: &str) -> PathBuf {
+    let fetched = fetched_dir();
+    if fetched.join(name).is_dir() {
+        fetched
+    } else {
+        data_dir()
     }
 }
 

@@ -2,7 +2,7 @@
 //! with a one-hidden-layer tanh MLP fitted by AdamW to a trajectory, differentiated by the
 //! reversible adjoint or by checkpointing, with time, memory and an exactness check recorded.
 
-use super::data::{data_dir, data_required, load_schmidt_lipson};
+use super::data::{data_dir_for, data_required, load_schmidt_lipson};
 use revlib::adjoint::{rel_err, Adjoint};
 use crate::error::{Error, Result};
 use revlib::field::{CoupledOscillator, DoublePendulum, Mlp, MlpConfig, VectorField, WhiteDwarf};
@@ -114,7 +114,7 @@ const WD: (f64, f64, usize) = (0.001, 5.0, 1000);
 /// # Errors
 /// As [`task_from`].
 pub fn task(spec: &RunSpec) -> Result<Task> {
-    task_from(spec, &data_dir(), data_required())
+    task_from(spec, &data_dir_for("schmidt-lipson"), data_required())
 }
 
 /// Build the task of a run. Measured data are read from `<dir>/schmidt-lipson/`; when the file

@@ -6,7 +6,7 @@
 //! named `{train,valid,test}.txt`) in `<data dir>/wikitext-2/` (see
 //! [`data_dir`]).
 
-use super::data::{data_dir, data_required};
+use super::data::{data_dir_for, data_required};
 use crate::error::{Error, Result};
 use rand::{Rng, SeedableRng};
 use std::collections::HashMap;
@@ -145,7 +145,7 @@ pub fn generated_corpus(n_words: usize, seed: u64) -> Result<Corpus> {
 /// # Errors
 /// Unreadable files, or missing files when data are required.
 pub fn wikitext2_or_generated(max_vocab: usize) -> Result<Corpus> {
-    let dir = data_dir().join("wikitext-2");
+    let dir = data_dir_for("wikitext-2").join("wikitext-2");
     if split_path(&dir, "train").is_some() || data_required() {
         load_wikitext(&dir, max_vocab)
     } else {
