@@ -1,5 +1,5 @@
 # The README's two commands: `make report` (main job) and `make test` (what CI runs).
-.PHONY: report test test-rust test-notebooks index check-reports bench side-by-side schedules experiments lm-study setup bench-venv
+.PHONY: report test test-rust test-notebooks data index check-reports bench side-by-side schedules experiments lm-study setup bench-venv
 
 # Main job: set up the notebook pipeline once, execute every notebook in default mode, and
 # write the executed notebooks, HTML pages, figures and JSON results to reports/.
@@ -15,7 +15,14 @@ test-rust:
 
 test-notebooks: setup
 	.venv/bin/python notebooks/test_index.py
+	python3 data/test_fetch.py
 	.venv/bin/python notebooks/run.py --mode quick --out reports/quick
+	.venv/bin/python notebooks/test_anywhere.py
+
+# Fetch WikiText-2 and the Schmidt & Lipson measurements into data/external/ (SHA-256 checked);
+# the loaders look there first, then in $REVLIB_DATA_DIR.
+data:
+	python3 data/fetch.py
 
 # Rebuild a report's front page (and figure thumbnails) from the pages already in the folder.
 index:

@@ -12,6 +12,8 @@ run (--only) leaves a complete index. Exits non-zero on the first cell error, in
 failed assertion a notebook makes about its own results.
 """
 import argparse
+import copy
+import html
 import json
 import os
 import re
@@ -47,11 +49,30 @@ MATHJAX_CONFIG = """<script>window.MathJax = {tex: {inlineMath: [["$", "$"], ["\
 displayMath: [["$$", "$$"], ["\\\\[", "\\\\]"]]}, svg: {fontCache: "global"}};</script>"""
 
 
+def fold_solutions(nb):
+    """A copy of `nb` for its HTML page in which every code cell tagged `solution` becomes a closed
+    <details> element holding its code and printed output (the notebook itself keeps the cell,
+    collapsed by `jupyter.source_hidden`, and runs it like any other)."""
+    nb = copy.deepcopy(nb)
+    cells = []
+    for cell in nb.cells:
+        if cell.cell_type == "code" and "solution" in cell.metadata.get("tags", []):
+            printed = "".join(o.get("text", "") for o in cell.get("outputs", []) if o.get("output_type") == "stream" and o.get("name") == "stdout")
+            # One line of HTML (newlines as &#10;), so the markdown renderer keeps it one HTML block.
+            pre = lambda cls, text: f'<pre class="{cls}">' + html.escape(text).replace("\n", "&#10;") + "</pre>"
+            body = pre("solution-code", cell.source) + (pre("solution-output", printed) if printed else "")
+            cells.append(nbformat.v4.new_markdown_cell(f'<details class="solution"><summary>Solution: show the code and what it printed</summary>{body}</details>'))
+        else:
+            cells.append(cell)
+    nb.cells = cells
+    return nb
+
+
 def to_html(nb, scripts: str) -> str:
     # No CDN: nbconvert's MathJax URL is blanked, and the MathJax 3 (tex-svg) that revlib embeds
     # next to plotly.js typesets the markdown's $…$ offline.
     exporter = HTMLExporter(template_name="lab", mathjax_url="")
-    body, _ = exporter.from_notebook_node(nb)
+    body, _ = exporter.from_notebook_node(fold_solutions(nb))
     # Drop the template's CDN require.js (only ipywidgets use it) and the blank MathJax tag.
     body = re.sub(r'<script src="https://cdnjs[^"]*require[^"]*"></script>', "", body)
     body = body.replace('<script src=""></script>', "")

@@ -22,9 +22,13 @@ if [ -z "$EVCXR" ] || [ "$installed" = 0 ]; then
 fi
 # evcxr needs the standard library's sources for completions; harmless if rustup is absent.
 command -v rustup >/dev/null && rustup component add rust-src >/dev/null 2>&1 || true
+# The kernel always starts in this checkout's notebooks/ folder, whichever directory Jupyter, VS Code
+# or a copied notebook asks for, so the notebooks' `:dep revlib = { path = "../revlib" }` lines resolve
+# (evcxr resolves them against its working directory). Rerun this script after moving the checkout.
 spec=.venv/share/jupyter/kernels/rust
 mkdir -p "$spec"
 cat > "$spec/kernel.json" <<JSON
-{"argv": ["$EVCXR", "--control_file", "{connection_file}"], "display_name": "Rust (revlib, evcxr $EVCXR_VERSION)", "language": "rust", "interrupt_mode": "message"}
+{"argv": ["bash", "-c", "f=\$(realpath \"\$1\") && cd \"\$2\" && exec \"\$3\" --control_file \"\$f\"", "revlib-kernel", "{connection_file}", "$PWD/notebooks", "$EVCXR"],
+ "display_name": "Rust (revlib, evcxr $EVCXR_VERSION)", "language": "rust", "interrupt_mode": "message"}
 JSON
 echo "notebook kernel: $spec -> $EVCXR"

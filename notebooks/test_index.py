@@ -91,6 +91,28 @@ def main() -> int:
     assert not run.is_transient("error[E0308]: mismatched types")
     assert not run.is_transient("thread 'main' panicked at src/lib.rs:1: Subprocess terminated with status 101")
     assert not run.is_transient("Error: InvalidArgument { name: \"n\" }")
+    # Every work a notebook cites by key has its entry in docs/bibliography.md.
+    root = Path(__file__).resolve().parent.parent
+    bib = set(re.findall(r"\*\*\[([^\]]+)\]\*\*", (root / "docs" / "bibliography.md").read_text()))
+    for book in sorted((root / "notebooks").glob("[0-9][0-9]_*.ipynb")):
+        cited = set()
+        for cell in json.loads(book.read_text())["cells"]:
+            if cell["cell_type"] == "markdown":
+                cited |= set(re.findall(r"\[([A-Z][A-Za-z\u00C0-\u017F-]+ (?:19|20)\d\d[a-z]?)\]", "".join(cell["source"])))
+        assert cited, f"{book.name} cites nothing"
+        assert cited <= bib, f"{book.name} cites {sorted(cited - bib)}, missing from docs/bibliography.md"
+
+    # A solution cell reaches the HTML page folded: code and output inside a closed <details>.
+    import nbformat
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell("**Exercise.** Add."),
+                                         nbformat.v4.new_code_cell("assert!(1 < 2 && \"<b>\".len() == 3);", metadata={"tags": ["solution"], "jupyter": {"source_hidden": True}}),
+                                         nbformat.v4.new_code_cell("let x = 1;")])
+    nb.cells[1].outputs = [nbformat.v4.new_output("stream", name="stdout", text="sum = 3\n")]
+    page = run.to_html(nb, "")
+    folded = re.search(r'<details class="solution"><summary>[^<]*</summary>(.*?)</details>', page, re.S)
+    assert folded and "assert!(1 &lt; 2 &amp;&amp;" in folded.group(1) and "&lt;b&gt;" in folded.group(1) and "sum = 3" in folded.group(1), "solution not folded"
+    assert page.count("sum = 3") == 1 and page.count("jp-CodeCell jp-Notebook-cell") == 1, "the solution's output shown twice, or another cell lost"
+    assert len(nb.cells) == 3 and nb.cells[1].cell_type == "code", "folding must not change the notebook itself"
     print("report index and runner: all checks passed")
     return 0
 

@@ -56,13 +56,26 @@ impl Mode {
     }
 }
 
-/// Directory for results and figures: `REVLIB_RESULTS` if set, else `../reports` (relative to
-/// a notebook in `notebooks/`). Created if missing.
+/// A path inside this repository, found from where revlib-lab was compiled rather than from the
+/// working directory, so a notebook reads the same files whichever directory its kernel runs in.
+///
+/// ```
+/// let p = revlib_lab::notebook::repo_path("results/full");
+/// assert!(p.is_absolute() && p.ends_with("results/full"));
+/// assert!(revlib_lab::notebook::repo_path("Cargo.toml").exists());
+/// ```
+pub fn repo_path(relative: &str) -> PathBuf {
+    let lab = Path::new(env!("CARGO_MANIFEST_DIR"));
+    lab.parent().unwrap_or(lab).join(relative)
+}
+
+/// Directory for results and figures: `REVLIB_RESULTS` if set, else the repository's
+/// `reports/`. Created if missing.
 ///
 /// # Errors
 /// [`Error::Io`] if it cannot be created.
 pub fn results_dir() -> Result<PathBuf> {
-    let dir = std::env::var("REVLIB_RESULTS").map(PathBuf::from).unwrap_or_else(|_| PathBuf::from("../reports"));
+    let dir = std::env::var("REVLIB_RESULTS").map(PathBuf::from).unwrap_or_else(|_| repo_path("reports"));
     std::fs::create_dir_all(&dir).map_err(Error::io(&dir))?;
     Ok(dir)
 }

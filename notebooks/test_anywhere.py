@@ -1,0 +1,43 @@
+"""A notebook copied out of the repository still runs: execute one from a temporary directory
+outside the checkout, with that directory as the working directory of both this process and the
+kernel, and check that it finds revlib, revlib-lab and the repository's files.
+
+Run after notebooks/setup.sh (it uses the kernel registered in .venv); `make test-notebooks` does.
+"""
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def main() -> int:
+    source = nbformat.read(ROOT / "notebooks" / "02_reversible_solvers.ipynb", as_version=4)
+    # The notebook's own dependency and import cells, unchanged, then a check of what it can see.
+    deps = [c for c in source.cells if c.cell_type == "code" and ":dep" in c.source]
+    assert deps and '"../revlib"' in deps[0].source, "the notebooks' :dep lines were expected to name ../revlib"
+    check = nbformat.v4.new_code_cell(
+        'let root = revlib_lab::notebook::repo_path("");\n'
+        'println!("revlib {} from the repository at {}", revlib::VERSION, root.display());\n'
+        'assert!(root.join("notebooks").join("02_reversible_solvers.ipynb").exists());\n'
+        'assert!(revlib_lab::notebook::repo_path("data/published/mccallum-foster-2024.json").exists());'
+    )
+    nb = nbformat.v4.new_notebook(cells=[deps[0], check], metadata=source.metadata)
+    os.environ["JUPYTER_PATH"] = os.pathsep.join([str(ROOT / ".venv" / "share" / "jupyter")] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p])
+    with tempfile.TemporaryDirectory(prefix="revlib-elsewhere-") as elsewhere:
+        os.chdir(elsewhere)
+        path = Path(elsewhere) / "copied.ipynb"
+        nbformat.write(nb, path)
+        NotebookClient(nb, kernel_name="rust", timeout=1200, resources={"metadata": {"path": elsewhere}}).execute()
+        printed = "".join(o.get("text", "") for o in nb.cells[1].get("outputs", []) if o.get("output_type") == "stream")
+        assert "panicked" not in printed and f"from the repository at {ROOT}" in printed, printed
+    print(f"a notebook copied to another directory ran: {printed.strip().splitlines()[0]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
