@@ -276,6 +276,68 @@ impl MatrixField for LinearNoise {
     }
 }
 
+/// Additive diagonal noise $g(t, y) = \sigma$, one $\sigma_i$ per coordinate (the parameters): with
+/// a linear drift, an Ornstein–Uhlenbeck process. Use it as [`Diffusion::Diagonal`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdditiveNoise {
+    sigma: Vec<f64>,
+}
+
+impl AdditiveNoise {
+    /// Noise of size `sigma[i]` on coordinate `i`.
+    ///
+    /// # Errors
+    /// [`Error::ShapeMismatch`] for an empty `sigma`, [`Error::InvalidArgument`] for a non-finite entry.
+    pub fn new(sigma: Vec<f64>) -> Result<Self> {
+        if sigma.is_empty() {
+            return Err(Error::ShapeMismatch { what: "noise sizes σ (one per coordinate)", expected: 1, found: 0 });
+        }
+        if let Some(v) = sigma.iter().find(|v| !v.is_finite()) {
+            return Err(Error::InvalidArgument { name: "σ", value: *v, expected: "finite" });
+        }
+        Ok(Self { sigma })
+    }
+}
+
+impl VectorField for AdditiveNoise {
+    fn dim(&self) -> usize {
+        self.sigma.len()
+    }
+    fn n_params(&self) -> usize {
+        self.sigma.len()
+    }
+    fn params(&self) -> Vec<f64> {
+        self.sigma.clone()
+    }
+    fn set_params(&mut self, theta: &[f64]) -> Result<()> {
+        if theta.len() != self.sigma.len() {
+            return Err(Error::ShapeMismatch { what: "parameters of AdditiveNoise", expected: self.sigma.len(), found: theta.len() });
+        }
+        self.sigma.copy_from_slice(theta);
+        Ok(())
+    }
+    fn eval(&self, _t: f64, y: &[f64], out: &mut [f64]) -> Result<()> {
+        batch_size(self.sigma.len(), y.len())?;
+        for o in out.chunks_mut(self.sigma.len()) {
+            o.copy_from_slice(&self.sigma);
+        }
+        Ok(())
+    }
+    fn vjp(&self, _t: f64, y: &[f64], a: &[f64], a_y: &mut [f64], a_theta: &mut [f64]) -> Result<()> {
+        batch_size(self.sigma.len(), y.len())?;
+        a_y.fill(0.0);
+        for ab in a.chunks(self.sigma.len()) {
+            for (t, ai) in a_theta.iter_mut().zip(ab) {
+                *t += ai;
+            }
+        }
+        Ok(())
+    }
+    fn name(&self) -> String {
+        "additive noise".into()
+    }
+}
+
 /// The diffusion of an SDE.
 #[derive(Clone, Copy)]
 pub enum Diffusion<'a> {

@@ -2,7 +2,7 @@
 //! orders of the solvers on known SDEs, exact gradients through the discretisation, bad input.
 
 use revlib::prelude::*;
-use revlib::sde::{solve_sde, Diffusion, LinearNoise, Sde, VirtualBrownianTree};
+use revlib::sde::{solve_sde, AdditiveNoise, Diffusion, LinearNoise, Sde, VirtualBrownianTree};
 use revlib::Result;
 
 fn mean_var(x: &[f64]) -> (f64, f64) {
@@ -231,5 +231,38 @@ fn gradients_through_the_sde_discretisation_are_exact_for_every_strategy() -> Re
     };
     let fd = (shifted(eps)? - shifted(-eps)?) / (2.0 * eps);
     assert!((fd - g.d_theta[k]).abs() <= 1e-6 * (1.0 + fd.abs()), "dL/dθ[{k}]: {fd} vs {}", g.d_theta[k]);
+    Ok(())
+}
+
+#[test]
+fn with_additive_noise_reversible_heun_converges_at_strong_order_one() -> Result<()> {
+    // Ornstein–Uhlenbeck dy = −y dt + 0.5 dW (Itô and Stratonovich coincide); reference: Heun
+    // with 2^13 steps on the same Brownian sample.
+    let paths = 400;
+    let w = VirtualBrownianTree::new(0.0, 1.0, paths, 1.0 / (1u64 << 13) as f64, 8)?;
+    let (drift, g) = (Linear::scalar(-1.0), AdditiveNoise::new(vec![0.5])?);
+    let ou = Sde { drift: &drift, diffusion: Diffusion::Diagonal(&g), path: &w };
+    let y0 = vec![1.0; paths];
+    let reference = || -> Result<Vec<f64>> { Ok(solve_sde(&ou, &ExplicitRk::heun(), &y0, &SolveOptions::fixed(0.0, 1.0, 1 << 13))?.ys.remove(0)) };
+    let mut report = Vec::new();
+    for (name, solver) in [("Heun", Box::new(ExplicitRk::heun()) as Box<dyn Solver>), ("reversible Heun", Box::new(ReversibleHeun))] {
+        let (hs, errs) = strong_errors(&ou, solver.as_ref(), &y0, &[3, 4, 5, 6, 7, 8], &reference)?;
+        let p = slope(&hs, &errs);
+        report.push(format!("OU {name}: strong order {p:.2} (errors {})", fmt(&errs)));
+        assert!(p > 0.8 && p < 2.3, "{}", report.join("\n"));
+    }
+    println!("{}", report.join("\n"));
+    // The noise size is a parameter: its gradient through the solve equals central differences.
+    let opts = SolveOptions::fixed(0.0, 1.0, 64);
+    let gr = Adjoint::Reversible.sde_gradient(&ou, &ReversibleHeun, &y0, &opts, &HalfSquaredNorm, &GradientChecks::default())?;
+    let loss = |s: f64| -> Result<f64> {
+        let g = AdditiveNoise::new(vec![s])?;
+        let sde = Sde { drift: &drift, diffusion: Diffusion::Diagonal(&g), path: &w };
+        Ok(0.5 * solve_sde(&sde, &ReversibleHeun, &y0, &opts)?.ys[0].iter().map(|v| v * v).sum::<f64>())
+    };
+    let fd = (loss(0.5 + 1e-6)? - loss(0.5 - 1e-6)?) / 2e-6;
+    let k = drift.n_params();
+    assert!((gr.d_theta[k] - fd).abs() <= 1e-6 * (1.0 + fd.abs()), "dL/dσ {} vs {fd}", gr.d_theta[k]);
+    assert!(AdditiveNoise::new(vec![]).is_err() && AdditiveNoise::new(vec![f64::NAN]).is_err());
     Ok(())
 }
