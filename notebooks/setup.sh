@@ -31,4 +31,7 @@ cat > "$spec/kernel.json" <<JSON
 {"argv": ["bash", "-c", "f=\$(realpath \"\$1\") && cd \"\$2\" && exec \"\$3\" --control_file \"\$f\"", "revlib-kernel", "{connection_file}", "$PWD/notebooks", "$EVCXR"],
  "display_name": "Rust (revlib, evcxr $EVCXR_VERSION)", "language": "rust", "interrupt_mode": "message"}
 JSON
+# evcxr_jupyter reinstalls its own kernel.json (without the cd above) when the version.txt beside it
+# differs from the one compiled into it; this is 0.22.0's ("1", no newline).
+printf 1 > "$spec/version.txt"
 echo "notebook kernel: $spec -> $EVCXR"

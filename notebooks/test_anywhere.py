@@ -4,6 +4,7 @@ kernel, and check that it finds revlib, revlib-lab and the repository's files.
 
 Run after notebooks/setup.sh (it uses the kernel registered in .venv); `make test-notebooks` does.
 """
+import json
 import os
 import sys
 import tempfile
@@ -27,6 +28,9 @@ def main() -> int:
         'assert!(revlib_lab::notebook::repo_path("data/published/mccallum-foster-2024.json").exists());'
     )
     nb = nbformat.v4.new_notebook(cells=[deps[0], check], metadata=source.metadata)
+    spec = ROOT / ".venv" / "share" / "jupyter" / "kernels" / "rust" / "kernel.json"
+    argv = json.loads(spec.read_text())["argv"]
+    assert argv[0] == "bash" and 'cd "$2"' in argv[2], f"{spec} does not start the kernel in notebooks/ (evcxr may have rewritten it; rerun notebooks/setup.sh)"
     os.environ["JUPYTER_PATH"] = os.pathsep.join([str(ROOT / ".venv" / "share" / "jupyter")] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p])
     with tempfile.TemporaryDirectory(prefix="revlib-elsewhere-") as elsewhere:
         os.chdir(elsewhere)
