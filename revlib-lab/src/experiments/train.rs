@@ -109,7 +109,7 @@ pub struct Task {
 /// White dwarf constants of the experiment: C, interval, steps.
 const WD: (f64, f64, usize) = (0.001, 5.0, 1000);
 
-/// Build the task of a run, reading measured data from [`data_dir`] (see [`task_from`]).
+/// Build the task of a run, reading measured data from [`data_dir_for`]`("schmidt-lipson")` (see [`task_from`]).
 ///
 /// # Errors
 /// As [`task_from`].

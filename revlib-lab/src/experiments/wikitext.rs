@@ -4,7 +4,7 @@
 //! WikiText (Merity et al. 2016, CC BY-SA 3.0) is distributed by Salesforce Research and on
 //! Hugging Face (`Salesforce/wikitext`). Put `wiki.{train,valid,test}.tokens` (or the same files
 //! named `{train,valid,test}.txt`) in `<data dir>/wikitext-2/` (see
-//! [`data_dir`]).
+//! [`data_dir_for`]).
 
 use super::data::{data_dir_for, data_required};
 use crate::error::{Error, Result};
