@@ -546,6 +546,19 @@ impl Sde<'_> {
         }
         Ok(batch)
     }
+
+    /// Check the shapes for a state of length `y0_len`, then run `f` on the thread pool with the
+    /// SDE's term and a reader of the drift's (evaluations, VJPs).
+    fn with_term<R>(&self, y0_len: usize, f: impl FnOnce(&dyn Term, &dyn Fn() -> (usize, usize)) -> Result<R> + Send) -> Result<R>
+    where
+        R: Send,
+    {
+        self.batch(y0_len)?;
+        let counted = Counted::new(self.drift);
+        let (drift, noise) = (OdeTerm(&counted), NoiseTerm::new(self.diffusion, self.path));
+        let term = SdeTerm::new(&drift, &noise);
+        crate::field::on_pool(|| f(&term, &|| (counted.evals(), counted.vjps())))
+    }
 }
 
 /// Solve an SDE from `y0` (a batch, flat) with `solver` on its Brownian sample. The solver sees
@@ -558,11 +571,7 @@ impl Sde<'_> {
 /// Shape mismatches (the diffusion's dimension, the path's dimension), a solve interval outside
 /// the path's, and everything [`solve`](crate::solve) returns.
 pub fn solve_sde(sde: &Sde, solver: &dyn Solver, y0: &[f64], opts: &SolveOptions) -> Result<Solution> {
-    sde.batch(y0.len())?;
-    let counted = Counted::new(sde.drift);
-    let (drift, noise) = (OdeTerm(&counted), NoiseTerm::new(sde.diffusion, sde.path));
-    let term = SdeTerm::new(&drift, &noise);
-    crate::field::on_pool(|| crate::integrate::solve_term(&term, solver, y0, opts, &|| (counted.evals(), counted.vjps())))
+    sde.with_term(y0.len(), |term, counts| crate::integrate::solve_term(term, solver, y0, opts, counts))
 }
 
 impl Adjoint {
@@ -574,10 +583,6 @@ impl Adjoint {
     /// # Errors
     /// As [`solve_sde`] and [`Adjoint::gradient_checked`].
     pub fn sde_gradient(&self, sde: &Sde, solver: &dyn Solver, y0: &[f64], opts: &SolveOptions, loss: &dyn Loss, checks: &GradientChecks) -> Result<Gradient> {
-        sde.batch(y0.len())?;
-        let counted = Counted::new(sde.drift);
-        let (drift, noise) = (OdeTerm(&counted), NoiseTerm::new(sde.diffusion, sde.path));
-        let term = SdeTerm::new(&drift, &noise);
-        crate::field::on_pool(|| self.gradient_of_term(&term, solver, y0, opts, loss, checks, &|| (counted.evals(), counted.vjps())))
+        sde.with_term(y0.len(), |term, counts| self.gradient_of_term(term, solver, y0, opts, loss, checks, counts))
     }
 }
