@@ -1,10 +1,16 @@
 # The README's two commands: `make report` (main job) and `make test` (what CI runs).
-.PHONY: report test test-rust test-notebooks data index check-reports bench side-by-side schedules experiments lm-study setup bench-venv
+.PHONY: report publish test test-rust test-notebooks data index check-reports bench side-by-side schedules experiments lm-study setup bench-venv
 
 # Main job: set up the notebook pipeline once, execute every notebook in default mode, and
 # write the executed notebooks, HTML pages, figures and JSON results to reports/.
 report: setup
 	.venv/bin/python notebooks/run.py --mode default --out reports
+
+# The executed notebooks the repository holds (notebooks/executed/, for reading without a
+# kernel: each figure with a static PNG beside its plotly JSON): a default-mode report that
+# also writes them. Run it after changing a notebook's code; `make test` checks they match.
+publish: setup
+	.venv/bin/python notebooks/run.py --mode default --out reports --publish notebooks/executed
 
 # Tests: unit, integration and doc tests of both crates, then every notebook in quick mode (a
 # cell error or a failed assertion a notebook makes about its own results fails the run).
@@ -55,10 +61,14 @@ bench-venv:
 	[ -x .venv-bench/bin/python ] && cmp -s benchmarks/requirements.txt .venv-bench/requirements.stamp || \
 	  (python3 -m venv .venv-bench && .venv-bench/bin/pip install -q -r benchmarks/requirements.txt && cp benchmarks/requirements.txt .venv-bench/requirements.stamp)
 
-# The talk's experiments at full size (about two hours on 2 cores; resumes where it stopped).
+# The talk's experiments at full size, as the committed results/full/ files were made (about
+# 1.5 h on 2 cores; resumes where it stopped): the white dwarf and runtime grids one run at a time
+# (their batches use both cores), the oscillator and pendulum (batch 1, one thread each) two at once.
 experiments:
 	cargo build --release -p revlib-lab
-	./target/release/revlib experiment all --mode full --jobs 2
+	./target/release/revlib experiment white-dwarf --mode full --jobs 1
+	./target/release/revlib experiment runtime --mode full --jobs 1
+	RAYON_NUM_THREADS=1 ./target/release/revlib experiment physical --mode full --jobs 2
 
 # The perplexity study at full size (about two hours on 2 cores; resumes from checkpoints).
 lm-study:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Open every report page in headless Chromium with networking disabled and check that every
 # plotly figure on each page was drawn; then the index: every thumbnail decoded, every link a
-# file of the report folder, and every linked figure page drawn as well.
+# file of the report folder, and every linked figure page drawn as well; then the published
+# notebooks (notebooks/executed/, or the second argument) as a viewer without plotly.js shows
+# them: every figure's static image decoded.
 # Needs Debian's `chromium` (apt-get install chromium) and root or user namespaces for `unshare -n`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,4 +63,27 @@ for target in $links; do
   checked=$((checked + 1))
 done
 echo "index.html: $checked local links followed"
+
+published=${2:-notebooks/executed}
+static=$(mktemp -d)
+trap 'rm -rf "$static"' EXIT
+"${PYTHON:-.venv/bin/python}" notebooks/publish.py pages "$published" --out "$static" >/dev/null
+pages=0
+for page in "$static"/[0-9][0-9]_*.html; do
+  [ -e "$page" ] || continue
+  pages=$((pages + 1))
+  d=$(dom "$page")
+  figs=$(grep -o '<meta name="figures" content="[0-9]*"' <<<"$d" | grep -o '[0-9]*' || echo 0)
+  images=$(grep -o 'data-images="[0-9]*"' <<<"$d" | grep -o '[0-9]*' || echo 0)
+  drawn=$(grep -o 'data-drawn="[0-9]*"' <<<"$d" | grep -o '[0-9]*' || echo 0)
+  echo "published $(basename "$page" .html): $figs figures, $drawn of $images images drawn without plotly.js"
+  if [ "$figs" -eq 0 ] || [ "$drawn" -lt "$images" ] || [ "$images" -lt "$figs" ]; then
+    echo "  not every figure of the published notebook has a drawn static image" >&2
+    status=1
+  fi
+done
+if [ "$pages" -eq 0 ]; then
+  echo "no published notebooks in $published" >&2
+  status=1
+fi
 exit $status

@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-OUTPUT_PATHSPECS = [":(top,exclude)results", ":(top,exclude,glob)benchmarks/*.jsonl", ":(top,exclude)reports"]
+OUTPUT_PATHSPECS = [":(top,exclude)results", ":(top,exclude,glob)benchmarks/*.jsonl", ":(top,exclude)reports", ":(top,exclude)notebooks/executed"]
 
 STYLE = """
 :root { --ink: #1d2430; --muted: #5b6472; --line: #d9dee5; --accent: #1f5fa8; --warn-bg: #fff4d6; --warn: #7a5200; }

@@ -1,6 +1,6 @@
 """Execute the revlib notebooks headless and build the report.
 
-Usage: python notebooks/run.py [--mode quick|default|full] [--out reports] [--only NN]
+Usage: python notebooks/run.py [--mode quick|default|full] [--out reports] [--only NN] [--publish DIR]
 
 For each notebooks/NN_*.ipynb (in order): execute it
 in notebooks/ with the `rust` (evcxr) kernel that setup.sh registered in .venv, and REVLIB_MODE
@@ -10,6 +10,10 @@ the output folder, with a run record (NN_<name>.run.json: mode, seconds, date, c
 rebuild the index page from every executed page in the folder (report_index.py), so a partial
 run (--only) leaves a complete index. Exits non-zero on the first cell error, including a
 failed assertion a notebook makes about its own results.
+
+With --publish DIR (`make publish`: default mode into notebooks/executed/, the copies the
+repository holds) each executed notebook is also written to DIR for reading without a kernel:
+figures with a static PNG beside their plotly JSON, numbers rounded (publish.py).
 """
 import argparse
 import copy
@@ -27,6 +31,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError, DeadKernelError
 from nbconvert import HTMLExporter
 
+from publish import publish
 from report_index import build_index, run_record, thumbnails
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,7 +124,10 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "reports"))
     ap.add_argument("--only", default=None, help="run only notebooks whose name starts with this")
     ap.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    ap.add_argument("--publish", default=None, help="also write a copy of each executed notebook for reading without a kernel to this folder")
     args = ap.parse_args()
+    if args.publish and args.mode != "default":
+        ap.error("--publish writes the repository's default-mode copies; run it with --mode default")
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(exist_ok=True)
@@ -156,7 +164,14 @@ def main() -> int:
         print(f"   {secs:.0f} s", flush=True)
         nbformat.write(nb, out / path.name)
         (out / path.with_suffix(".html").name).write_text(to_html(nb, scripts))
-        (out / f"{path.stem}.run.json").write_text(json.dumps({**run_record(path, nb, args.mode, secs), "retry": retry}, indent=1))
+        record = {**run_record(path, nb, args.mode, secs), "retry": retry}
+        (out / f"{path.stem}.run.json").write_text(json.dumps(record, indent=1))
+        if args.publish:
+            folder = Path(args.publish).resolve()
+            folder.mkdir(parents=True, exist_ok=True)
+            keep = {k: record[k] for k in ("commit", "dirty", "mode", "finished", "seconds")}
+            nbformat.write(publish(nb, scripts, out / "figures" / "static", keep), folder / path.name)
+            print(f"   published {folder / path.name}", flush=True)
     thumbnails(out)
     print(f"report: {build_index(out, args.mode)}")
     return 0

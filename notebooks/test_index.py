@@ -113,8 +113,65 @@ def main() -> int:
     assert folded and "assert!(1 &lt; 2 &amp;&amp;" in folded.group(1) and "&lt;b&gt;" in folded.group(1) and "sum = 3" in folded.group(1), "solution not folded"
     assert page.count("sum = 3") == 1 and page.count("jp-CodeCell jp-Notebook-cell") == 1, "the solution's output shown twice, or another cell lost"
     assert len(nb.cells) == 3 and nb.cells[1].cell_type == "code", "folding must not change the notebook itself"
-    print("report index and runner: all checks passed")
+
+    check_publish(root)
+    print("report index, runner and published notebooks: all checks passed")
     return 0
+
+
+def png(width: int, height: int, row) -> bytes:
+    """An 8-bit greyscale PNG whose row y holds the bytes row(y)."""
+    import struct
+    import zlib
+    chunk = lambda kind, body: struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    raw = b"".join(b"\x00" + bytes(row(y)) for y in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+
+def check_publish(root: Path):
+    """publish.py: rounding, merged streams, the PNG check, check() on synthetic copies, and the
+    committed copies in notebooks/executed/."""
+    import base64
+    import nbformat
+    import publish as pb
+    assert pb.rounded({"x": [0.123456789, 1.23456789e-15, 3, float("inf")], "t": "a"}) == {"x": [0.12346, 1.2346e-15, 3, float("inf")], "t": "a"}
+    assert pb.rounded(float("nan")) != pb.rounded(float("nan")), "NaN stays NaN"
+    streams = [nbformat.v4.new_output("stream", name="stdout", text="a"), nbformat.v4.new_output("stream", name="stdout", text="b\n"),
+               nbformat.v4.new_output("stream", name="stderr", text="c")]
+    assert [(o["name"], o["text"]) for o in pb.merge_streams([dict(o) for o in streams])] == [("stdout", "ab\n"), ("stderr", "c")]
+    striped = png(200, 120, lambda y: [(x * y) % 256 for x in range(200)])
+    assert pb.png_problem(striped) is None
+    assert "blank" in pb.png_problem(png(200, 120, lambda y: [255] * 200))
+    assert pb.png_problem(b"GIF89a") == "not a PNG"
+    assert "pixels" in pb.png_problem(png(20, 20, lambda y: [y] * 20))
+
+    def published(data: dict, meta=True):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("show(&plot);")])
+        nb.cells[0].outputs = [nbformat.v4.new_output("display_data", data=data)]
+        if meta:
+            nb.metadata["revlib"] = {"commit": "c", "mode": "default", "finished": "now", "figures": 1}
+        return nb
+
+    figure = {"data": [{"type": "scatter", "x": [0.0, 1.0], "y": [1.0, 2.0]}], "layout": {"title": {"text": "t"}}}
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "01_x.ipynb"
+        cases = [
+            (published({pb.PLOTLY: figure, "image/png": base64.b64encode(striped).decode(), "text/plain": "figure: t"}), []),
+            (published({pb.PLOTLY: figure, "text/plain": "figure"}), ["without a static image"]),
+            (published({pb.PLOTLY: figure, "image/png": base64.b64encode(png(200, 120, lambda y: [0] * 200)).decode()}), ["blank"]),
+            (published({pb.PLOTLY: figure, "image/png": base64.b64encode(striped).decode(), "text/html": "<script>Plotly.newPlot()</script>"}), ["kept as a script"]),
+            (published({"text/plain": "()"}), ["no figures", "metadata says 1 figures"]),
+            (nbformat.from_dict({**published({pb.PLOTLY: figure, "image/png": base64.b64encode(striped).decode()}), "metadata": {"revlib": {"commit": "c", "mode": "quick", "finished": "now"}}}), ["quick mode"]),
+            (published({pb.PLOTLY: figure, "image/png": base64.b64encode(striped).decode()}, meta=False), ["lacks commit", "lacks mode", "lacks finished"]),
+        ]
+        for nb, expected in cases:
+            nbformat.write(nb, path)
+            found = pb.check(path)
+            assert len(found) == len(expected) and all(e in f for e, f in zip(expected, found)), (expected, found)
+    # The committed copies: one per notebook, each checked, each executed from the current code.
+    problems = pb.check_folder(root / "notebooks" / "executed", root / "notebooks")
+    assert not problems, "published notebooks:\n" + "\n".join(problems)
 
 
 if __name__ == "__main__":

@@ -4,6 +4,11 @@
 //! explicit midpoint on $[0, 1]$ with $N$ steps, loss $\tfrac12\|y(1)\|^2$ summed over a
 //! batch of $B$ initial states. Each case runs in a fresh process (see the `revlib bench`
 //! command) so that its peak RSS is its own.
+//!
+//! Roofline: every line carries the gradient's matrix-product FLOPs, counted from its own
+//! evaluation counters ([`gradient_flops`]), and the GFLOP/s they were done at; [`gemm_rate`]
+//! measures what this machine's GEMM reaches on the same shapes and on a large square product
+//! (`revlib bench --peak`), the ceiling a gradient is judged against.
 
 use revlib::adjoint::{checkpoint::revolve_recomputations, rel_err, Adjoint};
 use crate::error::Result;
@@ -28,9 +33,68 @@ pub struct Case {
     pub steps: usize,
 }
 
+/// State dimension and hidden width of the benchmark MLP (two hidden layers).
+pub const DIM: usize = 2;
+/// Hidden width of the benchmark MLP.
+pub const WIDTH: usize = 64;
+
+/// FLOPs of one evaluation of the benchmark MLP on a batch: its three matrix products
+/// (B×D)(D×W), (B×W)(W×W), (B×W)(W×D), two FLOPs per multiply–add. Bias additions and tanh
+/// (about 3 % of the products' FLOPs at W = 64) are not counted.
+pub fn eval_flops(batch: usize) -> f64 {
+    2.0 * batch as f64 * (DIM * WIDTH + WIDTH * WIDTH + WIDTH * DIM) as f64
+}
+
+/// Matrix-product FLOPs of a gradient from its counters: each field evaluation is one forward
+/// pass ([`eval_flops`]); each VJP adds two products per layer (the cotangents of the layer's
+/// input and of its weights), twice a forward pass. A VJP whose forward pass is recomputed
+/// counts that pass among the evaluations (revlib's counters do).
+pub fn gradient_flops(field_evals: usize, vjps: usize, batch: usize) -> f64 {
+    (field_evals as f64 + 2.0 * vjps as f64) * eval_flops(batch)
+}
+
+/// GFLOP/s of `matrixmultiply::dgemm` on an (m×k)(k×n) product, timed for at least
+/// `min_seconds` (median of the repeats), on `threads` threads at once (1 or 2; each its own
+/// product, so two threads measure the two cores together, as the MLP splits a batch).
+pub fn gemm_rate(m: usize, k: usize, n: usize, threads: usize, min_seconds: f64) -> f64 {
+    let one = || {
+        let a: Vec<f64> = (0..m * k).map(|i| ((i % 13) as f64 - 6.0) * 0.01).collect();
+        let b: Vec<f64> = (0..k * n).map(|i| ((i % 7) as f64 - 3.0) * 0.01).collect();
+        let mut c = vec![0.0; m * n];
+        let mut gemm = || {
+            // SAFETY: a is m×k, b is k×n and c is m×n, all row-major with the strides given.
+            unsafe { matrixmultiply::dgemm(m, k, n, 1.0, a.as_ptr(), k as isize, 1, b.as_ptr(), n as isize, 1, 0.0, c.as_mut_ptr(), n as isize, 1) }
+        };
+        gemm();
+        let reps = {
+            let t = Instant::now();
+            gemm();
+            ((0.05 / t.elapsed().as_secs_f64().max(1e-9)).ceil() as usize).clamp(1, 100_000)
+        };
+        let start = Instant::now();
+        let mut rates = Vec::new();
+        while rates.len() < 5 || start.elapsed().as_secs_f64() < min_seconds {
+            let t = Instant::now();
+            for _ in 0..reps {
+                gemm();
+            }
+            rates.push(2.0 * (m * k * n * reps) as f64 / t.elapsed().as_secs_f64() / 1e9);
+        }
+        rates.sort_by(f64::total_cmp);
+        std::hint::black_box(&c);
+        rates[rates.len() / 2]
+    };
+    if threads >= 2 {
+        let (x, y) = rayon::join(one, one);
+        x + y
+    } else {
+        one()
+    }
+}
+
 /// The benchmark field, initial states and solver for a case.
 pub fn problem(case: &Case, seed: u64) -> Result<(Mlp, Vec<f64>, Box<dyn Solver>)> {
-    let field = Mlp::new(MlpConfig { dim: 2, width: 64, depth: 2, time_input: false }, seed)?;
+    let field = Mlp::new(MlpConfig { dim: DIM, width: WIDTH, depth: 2, time_input: false }, seed)?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed + 1);
     let y0: Vec<f64> = (0..2 * case.batch).map(|_| StandardNormal.sample(&mut rng)).collect();
     let solver: Box<dyn Solver> = match case.adjoint {
@@ -74,11 +138,12 @@ pub fn run_case(case: &Case, seed: u64, min_seconds: f64) -> Result<serde_json::
     all.extend_from_slice(&g.d_y0);
     let mut all_ref = reference.d_theta.clone();
     all_ref.extend_from_slice(&reference.d_y0);
+    let flops = gradient_flops(g.stats.field_evals, g.stats.vjps, case.batch);
     Ok(serde_json::json!({
         "adjoint": case.adjoint.key(),
         "B": case.batch,
-        "D": 2,
-        "W": 64,
+        "D": DIM,
+        "W": WIDTH,
         "N": case.steps,
         "solver": solver.name(),
         "sec_per_grad": times[times.len() / 2],
@@ -89,6 +154,10 @@ pub fn run_case(case: &Case, seed: u64, min_seconds: f64) -> Result<serde_json::
         "recomputed_steps": g.stats.recomputed_steps,
         "field_evals": g.stats.field_evals,
         "vjps": g.stats.vjps,
+        "evals_per_step": g.stats.field_evals as f64 / case.steps as f64,
+        "vjps_per_step": g.stats.vjps as f64 / case.steps as f64,
+        "gemm_flops": flops,
+        "gflops_per_sec": flops / times[times.len() / 2] / 1e9,
         "peak_rss_bytes": rss,
         "rel_grad_err": rel_err(&all, &all_ref),
     }))
@@ -197,6 +266,29 @@ pub fn compare(baseline: &[serde_json::Value], current: &[serde_json::Value], to
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn flops_follow_the_counters() {
+        // B = 256: 2 · 256 · (128 + 4096 + 128) = 2 228 224 FLOPs per evaluation.
+        assert_eq!(eval_flops(256), 2_228_224.0);
+        // Full storage with midpoint, N = 1000: 2000 forward evaluations, 2000 recomputed in the
+        // VJPs, 2000 VJPs: 8000 forward-pass equivalents.
+        assert_eq!(gradient_flops(4000, 2000, 256), 8000.0 * 2_228_224.0);
+        // The counters of a real gradient give the same count as its evaluations say.
+        let case = Case { adjoint: Adjoint::FullStorage, batch: 4, steps: 10 };
+        let line = run_case(&case, 0, 0.0).expect("a small gradient");
+        let (evals, vjps) = (line["field_evals"].as_u64().unwrap_or(0) as usize, line["vjps"].as_u64().unwrap_or(0) as usize);
+        assert_eq!((evals, vjps), (40, 20), "midpoint full storage: 4 evaluations and 2 VJPs per step");
+        assert_eq!(line["gemm_flops"].as_f64(), Some(gradient_flops(evals, vjps, 4)));
+        assert_eq!(line["evals_per_step"].as_f64(), Some(4.0));
+        assert!(line["gflops_per_sec"].as_f64().is_some_and(|r| r > 0.0));
+    }
+
+    #[test]
+    fn gemm_rate_is_a_positive_rate() {
+        let r = gemm_rate(32, 32, 32, 1, 0.0);
+        assert!(r.is_finite() && r > 0.01, "{r}");
+    }
 
     fn line(adjoint: &str, b: usize, n: usize, sec: f64) -> serde_json::Value {
         json!({"adjoint": adjoint, "B": b, "N": n, "sec_per_grad": sec})

@@ -33,10 +33,10 @@ impl Provenance {
     }
 }
 
-/// Paths of a checkout that hold what runs write (results, benchmark lines, reports): changes
+/// Paths of a checkout that hold what runs write (results, benchmark lines, reports, published notebooks): changes
 /// there do not make a checkout `-dirty`, or a results file could never be regenerated at a
 /// clean commit. Git pathspecs, from the top of the repository.
-pub const OUTPUT_PATHSPECS: [&str; 3] = [":(top,exclude)results", ":(top,exclude,glob)benchmarks/*.jsonl", ":(top,exclude)reports"];
+pub const OUTPUT_PATHSPECS: [&str; 4] = [":(top,exclude)results", ":(top,exclude,glob)benchmarks/*.jsonl", ":(top,exclude)reports", ":(top,exclude)notebooks/executed"];
 
 /// The commit of the working directory's checkout, `-dirty` when tracked files outside
 /// [`OUTPUT_PATHSPECS`] differ; "unknown" outside a git checkout.

@@ -66,6 +66,11 @@ enum Cmd {
         /// the two (`paired_ratio`, robust on a busy machine); --check always measures it.
         #[arg(long)]
         paired: bool,
+        /// Instead of gradients, measure this machine's GEMM rate (GFLOP/s, f64) on the
+        /// benchmark's matrix shapes and on a large square product, on 1 and 2 threads: the
+        /// ceiling the gradients' GFLOP/s are compared with.
+        #[arg(long)]
+        peak: bool,
     },
     /// Run an experiment grid (white-dwarf, physical, runtime, or all): one process per run,
     /// progress bars, one JSON line per finished run appended to `<out>/<experiment>.jsonl`.
@@ -217,9 +222,11 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
             }
             println!("{line}");
         }
-        Cmd::Bench { batch, steps, adjoints, max_seconds, min_seconds, seed, check, tolerance, paired } => {
+        Cmd::Bench { batch, steps, adjoints, max_seconds, min_seconds, seed, check, tolerance, paired, peak } => {
             let prov = serde_json::to_value(Provenance::collect(seed, "default"))?;
-            if let Some(baseline_path) = check {
+            if peak {
+                gemm_peak(&batch, min_seconds, &prov);
+            } else if let Some(baseline_path) = check {
                 bench_check(&baseline_path, min_seconds, seed, tolerance, &prov)?;
             } else {
                 let adjoints: Vec<Adjoint> = adjoints.iter().map(|k| Adjoint::from_key(k)).collect::<Result<_, _>>()?;
@@ -229,6 +236,27 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
         }
     }
     Ok(())
+}
+
+/// `revlib bench --peak`: GEMM GFLOP/s on the benchmark MLP's three products at each batch size
+/// (and half of it, what one thread gets when a batch is split), and on 1024³.
+fn gemm_peak(batches: &[usize], min_seconds: f64, prov: &serde_json::Value) {
+    use revlib_lab::bench::{gemm_rate, DIM, WIDTH};
+    let mut shapes: Vec<(usize, usize, usize, &str)> = Vec::new();
+    for &b in batches {
+        for m in [b, b.div_ceil(2)] {
+            shapes.extend([(m, DIM, WIDTH, "input layer"), (m, WIDTH, WIDTH, "hidden layer"), (m, WIDTH, DIM, "output layer")]);
+        }
+    }
+    shapes.push((1024, 1024, 1024, "large square"));
+    shapes.dedup();
+    for (m, k, n, what) in shapes {
+        for threads in [1, 2] {
+            let line = serde_json::json!({"kind": "gemm", "what": what, "m": m, "k": k, "n": n, "threads": threads,
+                "gflops_per_sec": gemm_rate(m, k, n, threads, min_seconds.min(1.0)), "provenance": prov});
+            println!("{line}");
+        }
+    }
 }
 
 /// `revlib bench --check`: measure the baseline's cases (on this CPU model) with paired ratios and
