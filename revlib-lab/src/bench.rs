@@ -55,7 +55,8 @@ pub fn gradient_flops(field_evals: usize, vjps: usize, batch: usize) -> f64 {
 
 /// GFLOP/s of `matrixmultiply::dgemm` on an (m×k)(k×n) product, timed for at least
 /// `min_seconds` (median of the repeats), on `threads` threads at once (1 or 2; each its own
-/// product, so two threads measure the two cores together, as the MLP splits a batch).
+/// product on its own OS thread, so two threads measure the two cores together, as the MLP
+/// splits a batch; the rates are summed).
 pub fn gemm_rate(m: usize, k: usize, n: usize, threads: usize, min_seconds: f64) -> f64 {
     let one = || {
         let a: Vec<f64> = (0..m * k).map(|i| ((i % 13) as f64 - 6.0) * 0.01).collect();
@@ -85,8 +86,11 @@ pub fn gemm_rate(m: usize, k: usize, n: usize, threads: usize, min_seconds: f64)
         rates[rates.len() / 2]
     };
     if threads >= 2 {
-        let (x, y) = rayon::join(one, one);
-        x + y
+        // Two OS threads, so the two products run at once whatever rayon's pool size.
+        std::thread::scope(|scope| {
+            let other = scope.spawn(one);
+            one() + other.join().unwrap_or(f64::NAN)
+        })
     } else {
         one()
     }
