@@ -17,15 +17,15 @@ import base64
 import copy
 import hashlib
 import json
-import os
 import shutil
 import struct
-import subprocess
 import tempfile
 import zlib
 from pathlib import Path
 
 import nbformat
+
+from report_index import IMAGE_PROBE, screenshot
 
 PLOTLY = "application/vnd.plotly.v1+json"
 SIGNIFICANT = 5
@@ -62,16 +62,13 @@ def render_png(figure: dict, scripts: str, cache: Path) -> bytes:
             f"<div id='fig' style='width:{WIDTH}px;height:{height}px'></div><script>"
             f"var f = {spec}; f.layout.width = {WIDTH}; f.layout.height = {height};"
             "Plotly.newPlot('fig', f.data, f.layout, {staticPlot: true});</script></body></html>")
-    offline = ["unshare", "-n", "--"] if shutil.which("unshare") and os.geteuid() == 0 else []
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "figure.html"
         src.write_text(page)
         out = Path(tmp) / "figure.png"
-        cmd = offline + [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars", "--virtual-time-budget=15000",
-                         f"--window-size={WIDTH},{height}", f"--screenshot={out}", src.as_uri()]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-        if r.returncode != 0 or not out.exists() or out.stat().st_size == 0:
-            raise RuntimeError(f"Chromium drew no image of the figure {layout.get('title')}: {r.stderr.strip()[-400:]}")
+        failure = screenshot(browser, src, out, WIDTH, height)
+        if failure is not None:
+            raise RuntimeError(f"Chromium drew no image of the figure {layout.get('title')}: {failure}")
         data = out.read_bytes()
     problem = png_problem(data)
     if problem:
@@ -210,7 +207,6 @@ def static_pages(folder: Path, out: Path) -> int:
     recording after load how many images it holds and how many were decoded (for
     check_offline.sh). Returns how many figures the pages hold."""
     from nbconvert import HTMLExporter
-    from report_index import IMAGE_PROBE
 
     out.mkdir(parents=True, exist_ok=True)
     figures = 0

@@ -138,6 +138,19 @@ def read_json(path: Path):
         return None
 
 
+def screenshot(browser: str, page: Path, png: Path, width: int, height: int):
+    """Draw `page` with headless Chromium, without network where `unshare` allows, into `png`.
+    Returns None on success, else what Chromium said."""
+    offline = ["unshare", "-n", "--"] if shutil.which("unshare") and os.geteuid() == 0 else []
+    cmd = offline + [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                     "--virtual-time-budget=15000", f"--window-size={width},{height}",
+                     f"--screenshot={png}", page.resolve().as_uri()]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    if r.returncode == 0 and png.exists() and png.stat().st_size > 0:
+        return None
+    return r.stderr.strip()[-400:] or f"exit status {r.returncode}"
+
+
 def thumbnails(out: Path, width: int = 720, height: int = 440) -> int:
     """A PNG screenshot next to every figures/*.html that has none or an older one, taken by
     headless Chromium without network (the static image of each interactive figure). Returns
@@ -148,15 +161,9 @@ def thumbnails(out: Path, width: int = 720, height: int = 440) -> int:
         return 0
     todo = [f for f in sorted((out / "figures").glob("*.html"))
             if not f.with_suffix(".png").exists() or f.with_suffix(".png").stat().st_mtime < f.stat().st_mtime]
-    offline = ["unshare", "-n", "--"] if shutil.which("unshare") and os.geteuid() == 0 else []
 
     def shoot(page: Path) -> bool:
-        png = page.with_suffix(".png")
-        cmd = offline + [browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                         "--virtual-time-budget=15000", f"--window-size={width},{height}",
-                         f"--screenshot={png}", page.resolve().as_uri()]
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
-        return r.returncode == 0 and png.exists() and png.stat().st_size > 0
+        return screenshot(browser, page, page.with_suffix(".png"), width, height) is None
 
     start = time.time()
     with ThreadPoolExecutor(max_workers=2) as pool:
