@@ -24,6 +24,7 @@ import zlib
 from pathlib import Path
 
 import nbformat
+from nbconvert.preprocessors import CoalesceStreamsPreprocessor
 
 from report_index import IMAGE_PROBE, screenshot
 
@@ -78,13 +79,11 @@ def render_png(figure: dict, scripts: str, cache: Path) -> bytes:
 
 
 def merge_streams(outputs: list) -> list:
-    merged = []
-    for o in outputs:
-        if merged and o.get("output_type") == "stream" and merged[-1].get("output_type") == "stream" and merged[-1].get("name") == o.get("name"):
-            merged[-1]["text"] = merged[-1]["text"] + o["text"]
-        else:
-            merged.append(o)
-    return merged
+    """Consecutive stream outputs of one name merged, carriage-return overwrites applied
+    (nbconvert's CoalesceStreamsPreprocessor)."""
+    cell = nbformat.v4.new_code_cell(outputs=[nbformat.from_dict(o) for o in outputs])
+    CoalesceStreamsPreprocessor().preprocess_cell(cell, {}, 0)
+    return cell.outputs
 
 
 def publish(nb, scripts: str, cache: Path, record: dict):
@@ -95,8 +94,8 @@ def publish(nb, scripts: str, cache: Path, record: dict):
     for cell in nb.cells:
         if cell.cell_type != "code":
             continue
-        outputs = merge_streams([dict(o) for o in cell.get("outputs", [])])
-        for o in outputs:
+        cell.outputs = merge_streams(cell.get("outputs", []))
+        for o in cell.outputs:
             data = o.get("data") or {}
             if PLOTLY not in data:
                 continue
@@ -106,7 +105,6 @@ def publish(nb, scripts: str, cache: Path, record: dict):
             png = render_png(figure, scripts, cache)
             o["data"] = {PLOTLY: figure, "image/png": base64.b64encode(png).decode("ascii"), "text/plain": f"figure: {title}"}
             figures += 1
-        cell.outputs = [nbformat.from_dict(o) for o in outputs]
     nb.metadata["revlib"] = {**record, "figures": figures, "static_images": "image/png beside each figure's plotly JSON (publish.py)"}
     size = len(nbformat.writes(nb).encode())
     if size > MAX_BYTES:
