@@ -70,7 +70,8 @@ experiments:
 	./target/release/revlib experiment runtime --mode full --jobs 1
 	RAYON_NUM_THREADS=1 ./target/release/revlib experiment physical --mode full --jobs 2
 
-# The perplexity study at full size (about two hours on 2 cores; resumes from checkpoints).
+# The perplexity study at full size, as results/full/lm-study.jsonl was made: two models at once,
+# one thread each (about an hour on 2 cores; resumes from checkpoints).
 lm-study:
 	cargo build --release -p revlib-lab
-	./target/release/revlib lm-study --mode full --jobs 2
+	RAYON_NUM_THREADS=1 ./target/release/revlib lm-study --mode full --jobs 2

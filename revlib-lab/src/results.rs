@@ -46,6 +46,28 @@ fn torn_tail(text: &str) -> Option<&str> {
     (!tail.trim().is_empty() && serde_json::from_str::<serde_json::Value>(tail).is_err()).then_some(tail)
 }
 
+/// Where a results file's records come from: each distinct "commit C on CPU, N thread(s)" of
+/// their [`Provenance`], in first-seen order (a `-dirty` commit means a modified checkout). What
+/// a notebook prints beside the numbers it loads.
+///
+/// # Errors
+/// As [`read_jsonl`]; a record without provenance is an [`Error::Parse`].
+pub fn provenance_summary(path: &Path) -> Result<Vec<String>> {
+    #[derive(serde::Deserialize)]
+    struct Record {
+        provenance: Provenance,
+    }
+    let mut seen: Vec<String> = Vec::new();
+    for r in read_jsonl::<Record>(path)? {
+        let p = r.provenance;
+        let s = format!("commit {} on {}, {} thread(s)", p.git_commit, p.cpu, p.threads);
+        if !seen.contains(&s) {
+            seen.push(s);
+        }
+    }
+    Ok(seen)
+}
+
 /// What opening a results file for appending had to repair.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Repair {

@@ -2,7 +2,7 @@
 //! a second driver, atomic and bit-exact files; and the command line's order of validation.
 
 use revlib_lab::provenance::Provenance;
-use revlib_lab::results::{append_jsonl, append_jsonl_unique, read_jsonl, repair_jsonl, write_atomic, RunLock};
+use revlib_lab::results::{append_jsonl, append_jsonl_unique, provenance_summary, read_jsonl, repair_jsonl, write_atomic, RunLock};
 use revlib_lab::Error;
 use std::path::PathBuf;
 
@@ -89,6 +89,19 @@ fn unique_appends_skip_a_key_already_present() {
     assert!(append_jsonl_unique(&path, &serde_json::json!({"name": "revdeq_s1", "ppl": 3.0}), &p, key).unwrap().0);
     let recs: Vec<serde_json::Value> = read_jsonl(&path).unwrap();
     assert_eq!(recs.iter().map(|r| r["ppl"].as_f64().unwrap()).collect::<Vec<_>>(), [1.0, 3.0]);
+}
+
+#[test]
+fn provenance_summary_lists_each_source_once_in_order() {
+    let path = scratch("sources").join("r.jsonl");
+    let at = |commit: &str, threads: usize| Provenance { git_commit: commit.into(), cpu: "Test CPU".into(), threads, ..prov() };
+    for (i, p) in [at("abc", 1), at("abc", 1), at("def-dirty", 2), at("abc", 1)].iter().enumerate() {
+        append_jsonl(&path, &serde_json::json!({ "run": i }), p).unwrap();
+    }
+    assert_eq!(provenance_summary(&path).unwrap(), ["commit abc on Test CPU, 1 thread(s)", "commit def-dirty on Test CPU, 2 thread(s)"]);
+    assert!(provenance_summary(&path.with_file_name("missing.jsonl")).unwrap().is_empty());
+    std::fs::write(&path, "{\"run\": 0}\n").unwrap();
+    assert!(matches!(provenance_summary(&path), Err(Error::Parse { line: 1, .. })), "a record without provenance");
 }
 
 #[test]
