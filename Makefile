@@ -12,12 +12,14 @@ report: setup
 publish: setup
 	.venv/bin/python notebooks/run.py --mode default --out reports --publish notebooks/executed
 
-# Tests: unit, integration and doc tests of both crates, then every notebook in quick mode (a
-# cell error or a failed assertion a notebook makes about its own results fails the run).
+# Tests: unit, integration and doc tests of both crates and of revlib-lab's polars tables (feature
+# `tables`), then every notebook in quick mode (a cell error or a failed assertion a notebook makes
+# about its own results fails the run).
 test: test-rust test-notebooks
 
 test-rust:
 	cargo test --workspace
+	cargo test -p revlib-lab --features tables --lib table::
 
 test-notebooks: setup
 	.venv/bin/python notebooks/test_index.py

@@ -24,11 +24,13 @@ fi
 command -v rustup >/dev/null && rustup component add rust-src >/dev/null 2>&1 || true
 # The kernel always starts in this checkout's notebooks/ folder, whichever directory Jupyter, VS Code
 # or a copied notebook asks for, so the notebooks' `:dep revlib = { path = "../revlib" }` lines resolve
-# (evcxr resolves them against its working directory). Rerun this script after moving the checkout.
+# (evcxr resolves them against its working directory). Its temporary directory, where evcxr writes and
+# builds its crate, is target/evcxr/ in this checkout, so cargo applies the checkout's
+# .cargo/config.toml to those builds. Rerun this script after moving the checkout.
 spec=.venv/share/jupyter/kernels/rust
 mkdir -p "$spec"
 cat > "$spec/kernel.json" <<JSON
-{"argv": ["bash", "-c", "f=\$(realpath \"\$1\") && cd \"\$2\" && exec \"\$3\" --control_file \"\$f\"", "revlib-kernel", "{connection_file}", "$PWD/notebooks", "$EVCXR"],
+{"argv": ["bash", "-c", "f=\$(realpath \"\$1\") && cd \"\$2\" && mkdir -p ../target/evcxr && export TMPDIR=\$(realpath ../target/evcxr) && exec \"\$3\" --control_file \"\$f\"", "revlib-kernel", "{connection_file}", "$PWD/notebooks", "$EVCXR"],
  "display_name": "Rust (revlib, evcxr $EVCXR_VERSION)", "language": "rust", "interrupt_mode": "message"}
 JSON
 # evcxr_jupyter reinstalls its own kernel.json (without the cd above) when the version.txt beside it

@@ -25,7 +25,9 @@ def main() -> int:
         'let root = revlib_lab::notebook::repo_path("");\n'
         'println!("revlib {} from the repository at {}", revlib::VERSION, root.display());\n'
         'assert!(root.join("notebooks").join("02_reversible_solvers.ipynb").exists());\n'
-        'assert!(revlib_lab::notebook::repo_path("data/published/mccallum-foster-2024.json").exists());'
+        'assert!(revlib_lab::notebook::repo_path("data/published/mccallum-foster-2024.json").exists());\n'
+        '// evcxr builds in target/evcxr/, where cargo reads the checkout\'s .cargo/config.toml.\n'
+        'assert!(std::env::temp_dir().starts_with(root.join("target").join("evcxr")), "{}", std::env::temp_dir().display());'
     )
     nb = nbformat.v4.new_notebook(cells=[deps[0], check], metadata=source.metadata)
     spec = ROOT / ".venv" / "share" / "jupyter" / "kernels" / "rust" / "kernel.json"

@@ -18,7 +18,7 @@ pub use crate::results::{append_jsonl, append_jsonl_unique, read_jsonl};
 
 use revlib::Adjoint;
 use crate::error::{Error, Result};
-use crate::notebook::{fmt_num, Mode};
+use crate::notebook::Mode;
 use train::{RunSpec, System};
 
 /// The experiments the CLI knows.
@@ -180,109 +180,3 @@ pub fn mean_std(xs: &[f64]) -> (f64, f64) {
     (m, (xs.iter().map(|x| (x - m).powi(2)).sum::<f64>() / n).sqrt())
 }
 
-/// Training runs of one (system, solver, adjoint) summarised over seeds, next to the published
-/// numbers for the same cell of the talk's table.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct Summary {
-    /// System key.
-    pub system: String,
-    /// Base solver.
-    pub solver: String,
-    /// Adjoint key.
-    pub adjoint: String,
-    /// Seeds summarised.
-    pub seeds: usize,
-    /// Training steps of the runs.
-    pub train_steps: usize,
-    /// Best loss: mean and std over seeds.
-    pub loss: (f64, f64),
-    /// Training wall time in seconds: mean and std over seeds.
-    pub train_sec: (f64, f64),
-    /// Largest first-gradient error against full backprop.
-    pub max_first_grad_rel_err: f64,
-    /// Peak stored carries.
-    pub peak_stored_states: usize,
-    /// Peak stored bytes.
-    pub peak_stored_bytes: usize,
-    /// Largest process peak RSS (bytes), when recorded by a process per run.
-    pub peak_rss_bytes: Option<u64>,
-    /// Mean accepted steps per solve.
-    pub mean_accepted_steps: f64,
-    /// Published best loss (mean, std).
-    pub published_loss: Option<(f64, Option<f64>)>,
-    /// Published runtime in minutes (mean, std) for the authors' training length.
-    pub published_runtime_min: Option<(f64, Option<f64>)>,
-}
-
-/// Group runs by (system, solver, adjoint, training steps), in first-seen order.
-pub fn summarise(runs: &[train::RunRecord], published: &[Published]) -> Vec<Summary> {
-    let mut keys: Vec<(System, String, Adjoint, usize)> = Vec::new();
-    for r in runs {
-        let k = (r.spec.system, r.spec.solver.clone(), r.spec.adjoint, r.spec.train_steps);
-        if !keys.contains(&k) {
-            keys.push(k);
-        }
-    }
-    keys.into_iter()
-        .map(|(system, solver, adjoint, steps)| {
-            let group: Vec<&train::RunRecord> = runs.iter().filter(|r| r.spec.system == system && r.spec.solver == solver && r.spec.adjoint == adjoint && r.spec.train_steps == steps).collect();
-            let col = |f: &dyn Fn(&train::RunRecord) -> f64| group.iter().map(|r| f(r)).collect::<Vec<f64>>();
-            // The talk's tables label the oscillator's c(499) = 31 and the pendulum's 32.
-            let find = |metric: &str| published_value(published, system.key(), &solver, &adjoint.key(), metric);
-            Summary {
-                system: system.key().into(),
-                solver: solver.clone(),
-                adjoint: adjoint.key(),
-                seeds: group.len(),
-                train_steps: steps,
-                loss: mean_std(&col(&|r| r.best_loss)),
-                train_sec: mean_std(&col(&|r| r.train_sec)),
-                max_first_grad_rel_err: col(&|r| r.first_grad_rel_err).into_iter().fold(0.0, f64::max),
-                peak_stored_states: group.iter().map(|r| r.peak_stored_states).max().unwrap_or(0),
-                peak_stored_bytes: group.iter().map(|r| r.peak_stored_bytes).max().unwrap_or(0),
-                peak_rss_bytes: group.iter().filter_map(|r| r.peak_rss_bytes).max(),
-                mean_accepted_steps: mean_std(&col(&|r| r.mean_accepted_steps)).0,
-                published_loss: find("best_loss"),
-                published_runtime_min: find("runtime"),
-            }
-        })
-        .collect()
-}
-
-/// Table rows (JSON objects) for summaries: our loss and time next to the published ones, and
-/// each time as a multiple of the reversible run of the same system and solver (ours and the
-/// talk's), which is what compares across machines.
-pub fn summary_rows(sums: &[Summary]) -> Vec<serde_json::Value> {
-    let rev = |s: &Summary| sums.iter().find(|r| r.system == s.system && r.solver == s.solver && r.adjoint == "reversible" && r.train_steps == s.train_steps);
-    sums.iter()
-        .map(|s| {
-            let r = rev(s);
-            let pm = |x: (f64, f64), n: usize| if n > 1 { format!("{} ± {}", fmt_num(x.0), fmt_num(x.1)) } else { fmt_num(x.0) };
-            let pub_pm = |x: Option<(f64, Option<f64>)>| x.map(|(m, sd)| sd.map_or(fmt_num(m), |sd| format!("{} ± {}", fmt_num(m), fmt_num(sd))));
-            let pub_rev = published_runtime_of_reversible(sums, s);
-            serde_json::json!({
-                "system": s.system, "solver": s.solver, "adjoint": s.adjoint, "seeds": s.seeds, "steps": s.train_steps,
-                "best loss": pm(s.loss, s.seeds),
-                "talk: loss": pub_pm(s.published_loss),
-                "time (s)": pm(s.train_sec, s.seeds),
-                "× reversible": r.map(|r| s.train_sec.0 / r.train_sec.0),
-                "talk: × reversible": s.published_runtime_min.zip(pub_rev).map(|(a, b)| a.0 / b),
-                "talk: time (min)": pub_pm(s.published_runtime_min),
-                "stored carries": s.peak_stored_states,
-                "stored kB": s.peak_stored_bytes as f64 / 1e3,
-                "peak RSS (MB)": s.peak_rss_bytes.map(|b| b as f64 / 1e6),
-                "accepted steps": s.mean_accepted_steps,
-                "1st grad rel err": s.max_first_grad_rel_err,
-            })
-        })
-        .collect()
-}
-
-/// Column order of [`summary_rows`].
-pub const SUMMARY_COLUMNS: [&str; 16] = [
-    "system", "solver", "adjoint", "seeds", "steps", "best loss", "talk: loss", "time (s)", "× reversible", "talk: × reversible", "talk: time (min)", "stored carries", "stored kB", "peak RSS (MB)", "accepted steps", "1st grad rel err",
-];
-
-fn published_runtime_of_reversible(sums: &[Summary], s: &Summary) -> Option<f64> {
-    sums.iter().find(|r| r.system == s.system && r.solver == s.solver && r.adjoint == "reversible").and_then(|r| r.published_runtime_min).map(|p| p.0)
-}
