@@ -12,10 +12,12 @@
 //! implementation, no change to any solver.
 
 mod closed;
+mod kernels;
 mod mlp;
 
 pub use closed::{CoupledOscillator, DoublePendulum, Linear, Sir, WhiteDwarf};
-pub use mlp::{tanh_inplace, Mlp, MlpConfig};
+pub use kernels::tanh_inplace;
+pub use mlp::{Mlp, MlpConfig};
 
 use crate::error::{check_len, Error, Result};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
