@@ -10,9 +10,9 @@
 //! ([`crate::nn::DfdxMlp`]) to round-off.
 
 use super::kernels::{add_bias_tanh, gemm, View, ViewMut};
-use std::cell::Cell;
 use super::{batch_size, VectorField};
 use crate::error::{check_len, Error, Result};
+use std::cell::Cell;
 
 /// Shape of an [`Mlp`] field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
