@@ -100,13 +100,14 @@ pub(super) fn gemm(a: View, b: View, beta: f64, c: ViewMut) {
 /// `matrixmultiply::dgemm` on the views.
 fn packed_gemm(a: View, b: View, beta: f64, c: ViewMut) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
-    // Invariant: the views cover their strided extents (checked in debug builds).
-    debug_assert!(k == 0 || a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs);
-    debug_assert!(k == 0 || b.data.len() > (k - 1) * b.rs + (n - 1) * b.cs);
-    debug_assert!(c.data.len() >= m * n);
-    // SAFETY: the asserted extents above hold for every call site in this crate (shapes are
-    // derived from the same MlpConfig and checked batch size), so every index dgemm touches is
-    // inside the slices; `c` does not alias `a` or `b` (distinct borrows).
+    // Invariant: the views cover their strided extents. Checked in every build (a few compares
+    // per product): a violation would be a bug in this crate, and it must not reach dgemm.
+    assert!(m > 0 && n > 0 && k > 0, "packed_gemm of an empty product ({m}×{k}·{k}×{n})");
+    assert!(a.data.len() > (m - 1) * a.rs + (k - 1) * a.cs, "left factor shorter than its view");
+    assert!(b.data.len() > (k - 1) * b.rs + (n - 1) * b.cs, "right factor shorter than its view");
+    assert!(c.data.len() >= m * n, "output shorter than m × n");
+    // SAFETY: by the asserts every index dgemm reads or writes lies inside the slices, and `c`
+    // does not alias `a` or `b` (distinct borrows).
     unsafe {
         matrixmultiply::dgemm(
             m,
