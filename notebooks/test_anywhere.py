@@ -13,6 +13,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from run import evcxr_build_env
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -33,6 +35,9 @@ def main() -> int:
     spec = ROOT / ".venv" / "share" / "jupyter" / "kernels" / "rust" / "kernel.json"
     argv = json.loads(spec.read_text())["argv"]
     assert argv[0] == "bash" and 'cd "$2"' in argv[2], f"{spec} does not start the kernel in notebooks/ (evcxr may have rewritten it; rerun notebooks/setup.sh)"
+    # The runner's build folder and compile cache: what is checked is where the notebook lives, not
+    # where evcxr builds it.
+    os.environ.update(evcxr_build_env())
     os.environ["JUPYTER_PATH"] = os.pathsep.join([str(ROOT / ".venv" / "share" / "jupyter")] + [p for p in os.environ.get("JUPYTER_PATH", "").split(os.pathsep) if p])
     with tempfile.TemporaryDirectory(prefix="revlib-elsewhere-") as elsewhere:
         os.chdir(elsewhere)
