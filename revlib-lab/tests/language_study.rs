@@ -4,7 +4,8 @@
 //! missing; otherwise it reports the skip.
 
 use revlib_lab::experiments::data::{data_dir, data_required};
-use revlib_lab::experiments::lm::{study_models, train_lm, StudyConfig};
+use revlib_lab::experiments::lm::{study_models, train_lm, train_lms, StudyConfig};
+use revlib_lab::Error;
 use revlib_lab::experiments::wikitext::{build_corpus, generated_corpus, load_wikitext};
 use revlib::nn::DeviceKind;
 use revlib_lab::notebook::Mode;
@@ -38,10 +39,15 @@ fn wikitext2_loads_with_the_standard_token_counts() {
     assert!(c.test_unk_fraction > 0.026 && c.test_unk_fraction < 0.5, "{}", c.test_unk_fraction);
 }
 
+/// Four quick-mode models at a size that trains in well under a second each.
+fn tiny_study() -> StudyConfig {
+    StudyConfig { max_vocab: 64, d_model: 8, heads: 2, seq_len: 8, batch: 4, train_tokens: 8 * 4 * 6, eval_tokens: 200, checkpoint_every: 3, sweep_tokens: 100, ..StudyConfig::for_mode(Mode::Quick) }
+}
+
 #[test]
 fn a_tiny_study_trains_resumes_and_reports() {
     let corpus = generated_corpus(4000, 1).unwrap();
-    let cfg = StudyConfig { max_vocab: 64, d_model: 8, heads: 2, seq_len: 8, batch: 4, train_tokens: 8 * 4 * 6, eval_tokens: 200, checkpoint_every: 3, sweep_tokens: 100, ..StudyConfig::for_mode(Mode::Quick) };
+    let cfg = tiny_study();
     let models = study_models(&cfg, corpus.vocab.len());
     assert_eq!(models.iter().map(|m| m.name.as_str()).collect::<Vec<_>>(), ["transformer_1_s0", "deq_implicit_s0", "revdeq_s0", "revdeq_unrolled_s0"]);
     let all = study_models(&StudyConfig { models: Vec::new(), seeds: vec![0, 1, 2], ..cfg.clone() }, corpus.vocab.len());
@@ -73,6 +79,25 @@ fn a_tiny_study_trains_resumes_and_reports() {
     assert!((unrolled.test_ppl - whole.test_ppl).abs() < 1e-6 * whole.test_ppl, "{} vs {}", unrolled.test_ppl, whole.test_ppl);
     assert!(unrolled.stored_states > whole.stored_states);
     std::fs::remove_file(&ck).unwrap();
+}
+
+#[test]
+fn models_trained_two_at_a_time_match_one_at_a_time() {
+    let corpus = generated_corpus(4000, 1).unwrap();
+    let cfg = tiny_study();
+    let models = study_models(&cfg, corpus.vocab.len());
+    let together = train_lms(&corpus, &cfg, &models, 2).unwrap();
+    assert_eq!(together.len(), models.len());
+    for (spec, r) in models.iter().zip(&together) {
+        let alone = train_lm(&corpus, &cfg, spec, None, DeviceKind::Cpu, |_, _, _| {}).unwrap();
+        assert_eq!(r.name, spec.name, "results in the order of the specs");
+        assert_eq!((r.losses.clone(), r.test_ppl.to_bits()), (alone.losses, alone.test_ppl.to_bits()), "{}", r.name);
+        assert!(r.peak_rss_bytes.is_none() && alone.peak_rss_bytes.is_some(), "{}: a shared process's peak is no model's own", r.name);
+    }
+    assert!(matches!(train_lms(&corpus, &cfg, &models, 0), Err(Error::InvalidArgument { name: "jobs", .. })));
+    // A set-up every model rejects: the error comes back, not a partial list.
+    let bad = StudyConfig { batch: 0, ..cfg };
+    assert!(matches!(train_lms(&corpus, &bad, &models, 2), Err(Error::InvalidArgument { name: "batch", .. })));
 }
 
 #[test]

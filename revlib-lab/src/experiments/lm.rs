@@ -303,6 +303,46 @@ pub fn train_lm(corpus: &Corpus, cfg: &StudyConfig, spec: &ModelSpec, checkpoint
     Ok(result)
 }
 
+/// Train `specs` on the CPU from scratch, up to `jobs` models at once, each on a thread of its
+/// own (one model trains on one core, so two jobs on two cores take half the time), and return
+/// the results in the order of `specs`. Every model trains exactly as [`train_lm`] would alone:
+/// its own device, seed and data order, so the numbers do not depend on `jobs`.
+///
+/// `train_sec` is each model's own wall time. The models share one process, so with `jobs > 1`
+/// no process peak belongs to one model and `peak_rss_bytes` is `None` (`revlib lm-study` runs
+/// each model in a process of its own and reports it).
+///
+/// # Errors
+/// `jobs == 0`; otherwise the first failing model's error (by its place in `specs`), after
+/// the models already running have finished; no further model starts once one has failed.
+pub fn train_lms(corpus: &Corpus, cfg: &StudyConfig, specs: &[ModelSpec], jobs: usize) -> Result<Vec<LmResult>> {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    if jobs == 0 {
+        return Err(Error::InvalidArgument { name: "jobs", value: 0.0, expected: "at least 1" });
+    }
+    let (next, failed) = (AtomicUsize::new(0), AtomicBool::new(false));
+    let worker = || {
+        let mut done = Vec::new();
+        while !failed.load(Ordering::Relaxed) {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(spec) = specs.get(i) else { break };
+            let result = train_lm(corpus, cfg, spec, None, DeviceKind::Cpu, |_, _, _| {});
+            failed.fetch_or(result.is_err(), Ordering::Relaxed);
+            done.push((i, result));
+        }
+        done
+    };
+    let mut done: Vec<(usize, Result<LmResult>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..jobs.min(specs.len())).map(|_| scope.spawn(worker)).collect();
+        // A panic in a model is a bug, not a failed run: pass it on as it is.
+        workers.into_iter().flat_map(|w| w.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    });
+    done.sort_by_key(|(i, _)| *i);
+    done.into_iter()
+        .map(|(_, r)| r.map(|r| LmResult { peak_rss_bytes: r.peak_rss_bytes.filter(|_| jobs == 1), ..r }))
+        .collect()
+}
+
 fn train_on<D: NnDevice>(dev: D, corpus: &Corpus, cfg: &StudyConfig, spec: &ModelSpec, checkpoint: Option<&Path>, mut progress: impl FnMut(usize, usize, f64)) -> Result<LmResult> {
     let vocab = corpus.vocab.len();
     let lm_cfg = LmConfig { vocab, block: cfg.block_config(spec.d_model), kind: spec.kind };
