@@ -150,10 +150,6 @@ pub struct Solution {
 /// and step), and in adaptive mode [`Error::StepSizeUnderflow`], [`Error::MaxStepsExceeded`],
 /// [`Error::NoErrorEstimate`].
 pub fn solve(field: &dyn VectorField, solver: &dyn Solver, y0: &[f64], opts: &SolveOptions) -> Result<Solution> {
-    crate::field::on_pool(|| solve_here(field, solver, y0, opts))
-}
-
-fn solve_here(field: &dyn VectorField, solver: &dyn Solver, y0: &[f64], opts: &SolveOptions) -> Result<Solution> {
     batch_size(field.dim(), y0.len())?;
     let counted = Counted::new(field);
     let term = OdeTerm(&counted);

@@ -61,7 +61,8 @@
 //! ## Features
 //! - `nn` (default): the dfdx models in [`nn`] — a reference MLP, the transformer block and the
 //!   language models of the RevDEQ experiments, Adam/AdamW.
-//! - `parallel` (default): large MLP batches split over two threads (rayon).
+//! - `parallel` (default): large MLP batches split over two threads, the caller and a helper
+//!   that spins between jobs (`RAYON_NUM_THREADS=1`, the size of rayon's global pool, turns it off).
 //! - `serde`: `Serialize`/`Deserialize` for options, statistics and results.
 //! - `cuda`: the [`nn`] models on a CUDA device chosen at run time (dfdx's CUDA backend; with
 //!   `ci-check` it builds without a GPU).

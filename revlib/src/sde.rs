@@ -547,17 +547,14 @@ impl Sde<'_> {
         Ok(batch)
     }
 
-    /// Check the shapes for a state of length `y0_len`, then run `f` on the thread pool with the
-    /// SDE's term and a reader of the drift's (evaluations, VJPs).
-    fn with_term<R>(&self, y0_len: usize, f: impl FnOnce(&dyn Term, &dyn Fn() -> (usize, usize)) -> Result<R> + Send) -> Result<R>
-    where
-        R: Send,
-    {
+    /// Check the shapes for a state of length `y0_len`, then run `f` with the SDE's term and a
+    /// reader of the drift's (evaluations, VJPs).
+    fn with_term<R>(&self, y0_len: usize, f: impl FnOnce(&dyn Term, &dyn Fn() -> (usize, usize)) -> Result<R>) -> Result<R> {
         self.batch(y0_len)?;
         let counted = Counted::new(self.drift);
         let (drift, noise) = (OdeTerm(&counted), NoiseTerm::new(self.diffusion, self.path));
         let term = SdeTerm::new(&drift, &noise);
-        crate::field::on_pool(|| f(&term, &|| (counted.evals(), counted.vjps())))
+        f(&term, &|| (counted.evals(), counted.vjps()))
     }
 }
 

@@ -35,9 +35,8 @@ impl Term for Augmented<'_> {
         let (fy, rest) = out.split_at_mut(n);
         let (fa, fg) = rest.split_at_mut(n);
         fg.fill(0.0);
-        // One fused call: f(y), aᵀ∂f/∂y, aᵀ∂f/∂θ; then negate the adjoint parts.
-        self.inner.vf(t, y, fy)?;
-        self.inner.vf_vjp(t, y, a, fa, fg)?;
+        // One fused call (one forward pass): f(y), aᵀ∂f/∂y, aᵀ∂f/∂θ; then negate the adjoint parts.
+        self.inner.vf_and_vjp(t, y, a, fy, fa, fg)?;
         fa.iter_mut().chain(fg.iter_mut()).for_each(|v| *v = -*v);
         Ok(())
     }
@@ -96,5 +95,54 @@ fn add_pending(pending: &mut Vec<(usize, Vec<f64>)>, node: usize, a: &mut [f64])
         if let Some((_, c)) = pending.pop() {
             axpy(1.0, &c, a);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::field::{Linear, VectorField};
+    use crate::prelude::*;
+    use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+    /// A field that counts its forward passes: `eval` and `eval_and_vjp` run one each, a bare
+    /// `vjp` one of its own (as the MLP's does).
+    struct Passes(Linear, AtomicUsize);
+
+    impl VectorField for Passes {
+        fn dim(&self) -> usize {
+            self.0.dim()
+        }
+        fn n_params(&self) -> usize {
+            self.0.n_params()
+        }
+        fn params(&self) -> Vec<f64> {
+            self.0.params()
+        }
+        fn set_params(&mut self, theta: &[f64]) -> crate::Result<()> {
+            self.0.set_params(theta)
+        }
+        fn eval(&self, t: f64, y: &[f64], out: &mut [f64]) -> crate::Result<()> {
+            self.1.fetch_add(1, Relaxed);
+            self.0.eval(t, y, out)
+        }
+        fn vjp(&self, t: f64, y: &[f64], a: &[f64], a_y: &mut [f64], a_theta: &mut [f64]) -> crate::Result<()> {
+            self.1.fetch_add(1, Relaxed);
+            self.0.vjp(t, y, a, a_y, a_theta)
+        }
+        fn eval_and_vjp(&self, t: f64, y: &[f64], a: &[f64], out: &mut [f64], a_y: &mut [f64], a_theta: &mut [f64]) -> crate::Result<()> {
+            self.1.fetch_add(1, Relaxed);
+            self.0.eval(t, y, out)?;
+            self.0.vjp(t, y, a, a_y, a_theta)
+        }
+    }
+
+    #[test]
+    fn each_adjoint_stage_runs_the_forward_pass_once() {
+        let field = Passes(Linear::new(2, vec![-0.5, 1.0, -1.0, -0.2]).unwrap(), AtomicUsize::new(0));
+        let steps = 25;
+        let g = Adjoint::Backsolve.gradient(&field, &ExplicitRk::midpoint(), &[1.0, 0.5], &SolveOptions::fixed(0.0, 1.0, steps), &HalfSquaredNorm).unwrap();
+        // Midpoint: 2 stages forward and 2 augmented stages backward per step, one pass each.
+        assert_eq!(field.1.load(Relaxed), 4 * steps);
+        assert_eq!((g.stats.field_evals, g.stats.vjps), (4 * steps, 2 * steps));
     }
 }

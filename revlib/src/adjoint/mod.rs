@@ -198,10 +198,6 @@ impl Adjoint {
     /// [`Error::InexactReconstruction`] when the certificate exceeds the tolerance (with
     /// [`OnInexact::Error`]).
     pub fn gradient_checked(&self, field: &dyn VectorField, solver: &dyn Solver, y0: &[f64], opts: &SolveOptions, loss: &dyn Loss, checks: &GradientChecks) -> Result<Gradient> {
-        crate::field::on_pool(|| self.gradient_here(field, solver, y0, opts, loss, checks))
-    }
-
-    fn gradient_here(&self, field: &dyn VectorField, solver: &dyn Solver, y0: &[f64], opts: &SolveOptions, loss: &dyn Loss, checks: &GradientChecks) -> Result<Gradient> {
         batch_size(field.dim(), y0.len())?;
         let counted = Counted::new(field);
         let term = OdeTerm(&counted);

@@ -230,8 +230,8 @@ thread_local! {
 
 /// Run `f` on the first `len` entries of a thread-local buffer, kept between calls so that an
 /// evaluation allocates and zeroes nothing. The entries hold whatever the last use left: `f`
-/// must write each one before reading it. A nested use of the same buffer on this thread (a
-/// task rayon runs here while this one waits) gets a buffer of its own.
+/// must write each one before reading it. A nested use of the same buffer on this thread gets
+/// a buffer of its own.
 fn with_scratch<R>(pool: &'static std::thread::LocalKey<Cell<Vec<f64>>>, len: usize, f: impl FnOnce(&mut [f64]) -> R) -> R {
     let mut buf = pool.take();
     if buf.len() < len {
@@ -242,8 +242,9 @@ fn with_scratch<R>(pool: &'static std::thread::LocalKey<Cell<Vec<f64>>>, len: us
     r
 }
 
-/// Batches at least this large are split over two threads (rayon's pool, feature `parallel`;
-/// set `RAYON_NUM_THREADS=1` for a single-threaded run).
+/// Batches at least this large are split over two threads, the caller's and a helper (feature
+/// `parallel`), when rayon's global pool has at least two threads: `RAYON_NUM_THREADS=1` gives a
+/// single-threaded run.
 pub const PAR_MIN_BATCH: usize = 64;
 
 /// Whether a batch is split over two threads.
@@ -258,10 +259,10 @@ fn threads() -> usize {
     return 1;
 }
 
-/// Run two closures, on two threads with feature `parallel`.
+/// Run two closures, on two threads with feature `parallel` ([`team::join`](super::team::join)).
 fn join(a: impl FnOnce() + Send, b: impl FnOnce() + Send) {
     #[cfg(feature = "parallel")]
-    rayon::join(a, b);
+    super::team::join(a, b);
     #[cfg(not(feature = "parallel"))]
     {
         a();

@@ -14,6 +14,7 @@
 mod closed;
 mod kernels;
 mod mlp;
+mod team;
 
 pub use closed::{CoupledOscillator, DoublePendulum, Linear, Sir, WhiteDwarf};
 pub use kernels::tanh_inplace;
@@ -101,6 +102,13 @@ pub trait Term: Sync {
     fn vf(&self, t: f64, y: &[f64], out: &mut [f64]) -> Result<()>;
     /// VJP of [`vf`](Term::vf): overwrites `a_y`, adds to `a_theta`.
     fn vf_vjp(&self, t: f64, y: &[f64], a: &[f64], a_y: &mut [f64], a_theta: &mut [f64]) -> Result<()>;
+    /// [`vf`](Term::vf) and [`vf_vjp`](Term::vf_vjp) at the same point in one call. The default
+    /// calls both; a term whose VJP re-runs the forward pass overrides it to run it once (the
+    /// continuous adjoint needs both at every stage).
+    fn vf_and_vjp(&self, t: f64, y: &[f64], a: &[f64], out: &mut [f64], a_y: &mut [f64], a_theta: &mut [f64]) -> Result<()> {
+        self.vf(t, y, out)?;
+        self.vf_vjp(t, y, a, a_y, a_theta)
+    }
     /// [`vf`](Term::vf), saving what [`vf_vjp_saved`](Term::vf_vjp_saved) needs.
     fn vf_save(&self, t: f64, y: &[f64], out: &mut [f64], saved: &mut Vec<f64>) -> Result<()> {
         saved.clear();
@@ -142,6 +150,9 @@ impl Term for OdeTerm<'_> {
     fn vf_vjp(&self, t: f64, y: &[f64], a: &[f64], a_y: &mut [f64], a_theta: &mut [f64]) -> Result<()> {
         self.0.vjp(t, y, a, a_y, a_theta)
     }
+    fn vf_and_vjp(&self, t: f64, y: &[f64], a: &[f64], out: &mut [f64], a_y: &mut [f64], a_theta: &mut [f64]) -> Result<()> {
+        self.0.eval_and_vjp(t, y, a, out, a_y, a_theta)
+    }
     fn vf_save(&self, t: f64, y: &[f64], out: &mut [f64], saved: &mut Vec<f64>) -> Result<()> {
         self.0.eval_save(t, y, out, saved)
     }
@@ -163,16 +174,6 @@ pub(crate) fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
     for (yi, xi) in y.iter_mut().zip(x) {
         *yi += alpha * xi;
     }
-}
-
-/// Run `f` on a worker of rayon's pool, so that the two-thread batch split inside the MLP
-/// runs one half inline instead of waking a second and a third thread for every evaluation.
-pub(crate) fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
-    #[cfg(feature = "parallel")]
-    if rayon::current_thread_index().is_none() {
-        return rayon::scope(|_| f());
-    }
-    f()
 }
 
 /// A vector field wrapper that counts evaluations and VJPs (used for every solve's cost report).

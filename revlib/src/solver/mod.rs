@@ -126,6 +126,13 @@ pub trait BaseSolver: Sync {
     /// Pull `out_bar` back through the step that filled `saved`: $J_\Psi^\top \overline{\text{out}}$
     /// into `bar.input`, the parameter cotangent added to `bar.theta`.
     fn advance_vjp(&self, s: Step, saved: &Self::Saved, out_bar: &[f64], bar: Cotangents) -> Result<()>;
+    /// Run `f` with two `Saved` buffers for one step's VJP ([`Reversible`]'s two base steps).
+    /// The default makes fresh ones; a method whose saved data is large (an MLP's activations,
+    /// hundreds of kB at batch 256) keeps them between calls on this thread, so that a sweep
+    /// of many steps allocates, zeroes and page-faults them once instead of at every step.
+    fn with_saved<R>(&self, f: impl FnOnce(&mut Self::Saved, &mut Self::Saved) -> R) -> R {
+        f(&mut Self::Saved::default(), &mut Self::Saved::default())
+    }
 }
 
 /// An explicit Runge–Kutta method driven by a [`ButcherTableau`].
@@ -193,6 +200,11 @@ impl ExplicitRk {
 /// MLP, its activations).
 pub type RkStages = Vec<Vec<f64>>;
 
+thread_local! {
+    /// This thread's stage buffers for [`ExplicitRk::with_saved`], kept between steps.
+    static STAGES: std::cell::Cell<(RkStages, RkStages)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+}
+
 impl BaseSolver for ExplicitRk {
     type Saved = RkStages;
     fn name(&self) -> String {
@@ -211,8 +223,10 @@ impl BaseSolver for ExplicitRk {
         let m = term.vf_len(y.len());
         let stages = if err.is_some() { tab.stages() } else { tab.solution_stages() };
         let mut ks: Vec<Vec<f64>> = Vec::with_capacity(stages);
-        if let Some(k) = saved.as_deref_mut() {
-            k.clear();
+        // One saved entry per stage, reusing the vectors of an earlier step (each `vf_save`
+        // overwrites its entry).
+        if let Some(kp) = saved.as_deref_mut() {
+            kp.resize_with(stages, Vec::new);
         }
         for i in 0..stages {
             let mut yi = y.to_vec();
@@ -223,11 +237,7 @@ impl BaseSolver for ExplicitRk {
             }
             let mut k = vec![0.0; m];
             match saved.as_deref_mut() {
-                Some(kp) => {
-                    let mut stage = Vec::new();
-                    term.vf_save(t0 + tab.c()[i] * h, &yi, &mut k, &mut stage)?;
-                    kp.push(stage);
-                }
+                Some(kp) => term.vf_save(t0 + tab.c()[i] * h, &yi, &mut k, &mut kp[i])?,
                 None => term.vf(t0 + tab.c()[i] * h, &yi, &mut k)?,
             }
             ks.push(k);
@@ -277,6 +287,13 @@ impl BaseSolver for ExplicitRk {
         }
         Ok(())
     }
+    fn with_saved<R>(&self, f: impl FnOnce(&mut RkStages, &mut RkStages) -> R) -> R {
+        // Taken out for the call: a nested use on this thread gets fresh buffers.
+        let (mut a, mut b) = STAGES.take();
+        let r = f(&mut a, &mut b);
+        STAGES.set((a, b));
+        r
+    }
 }
 
 impl Solver for ExplicitRk {
@@ -307,9 +324,10 @@ impl Solver for ExplicitRk {
         self.advance(s, carry, out, err, None)
     }
     fn step_vjp(&self, s: Step, carry: &[f64], out_bar: &[f64], bar: Cotangents) -> Result<()> {
-        let mut stages = RkStages::new();
         let mut out = vec![0.0; carry.len()];
-        self.advance(s, carry, &mut out, None, Some(&mut stages))?;
-        self.advance_vjp(s, &stages, out_bar, bar)
+        self.with_saved(|stages, _| {
+            self.advance(s, carry, &mut out, None, Some(&mut *stages))?;
+            self.advance_vjp(s, stages, out_bar, bar)
+        })
     }
 }

@@ -200,15 +200,16 @@ impl<B: BaseSolver> Solver for Reversible<B> {
     }
     fn step_vjp(&self, s: Step, carry: &[f64], out_bar: &[f64], bar: Cotangents) -> Result<()> {
         let (y, z) = carry.split_at(s.n);
-        let (mut fwd, mut bwd) = (B::Saved::default(), B::Saved::default());
-        let mut y1 = vec![0.0; s.n];
-        self.base.advance(s, z, &mut y1, None, Some(&mut fwd))?;
-        for ((o, yi), zi) in y1.iter_mut().zip(y).zip(z) {
-            *o += self.coupling * (yi - zi);
-        }
-        let mut back = vec![0.0; s.n];
-        self.base.advance(s.reversed(), &y1, &mut back, None, Some(&mut bwd))?;
-        self.pullback(s, &fwd, &bwd, out_bar, bar)
+        self.base.with_saved(|fwd, bwd| {
+            let mut y1 = vec![0.0; s.n];
+            self.base.advance(s, z, &mut y1, None, Some(&mut *fwd))?;
+            for ((o, yi), zi) in y1.iter_mut().zip(y).zip(z) {
+                *o += self.coupling * (yi - zi);
+            }
+            let mut back = vec![0.0; s.n];
+            self.base.advance(s.reversed(), &y1, &mut back, None, Some(&mut *bwd))?;
+            self.pullback(s, fwd, bwd, out_bar, bar)
+        })
     }
     fn as_reversible(&self) -> Option<&dyn ReversibleSolver> {
         Some(self)
@@ -220,9 +221,10 @@ impl<B: BaseSolver> ReversibleSolver for Reversible<B> {
         self.reconstruct(s, carry_out, carry_in, None)
     }
     fn reverse_step_vjp(&self, s: Step, carry_out: &[f64], out_bar: &[f64], carry_in: &mut [f64], bar: Cotangents) -> Result<()> {
-        let (mut fwd, mut bwd) = (B::Saved::default(), B::Saved::default());
-        self.reconstruct(s, carry_out, carry_in, Some((&mut fwd, &mut bwd)))?;
-        self.pullback(s, &fwd, &bwd, out_bar, bar)
+        self.base.with_saved(|fwd, bwd| {
+            self.reconstruct(s, carry_out, carry_in, Some((&mut *fwd, &mut *bwd)))?;
+            self.pullback(s, fwd, bwd, out_bar, bar)
+        })
     }
 }
 
