@@ -1,5 +1,5 @@
 # The README's two commands: `make report` (main job) and `make test` (what CI runs).
-.PHONY: report publish test test-rust test-notebooks data index check-reports bench side-by-side schedules experiments lm-study setup bench-venv
+.PHONY: report publish test test-rust test-notebooks data index check-reports bench roofline side-by-side schedules experiments lm-study setup bench-venv
 
 # Main job: set up the notebook pipeline once, execute every notebook in default mode, and
 # write the executed notebooks, HTML pages, figures and JSON results to reports/.
@@ -46,6 +46,12 @@ setup:
 # The gradient benchmark of the core (JSON lines on stdout).
 bench:
 	cargo run --release -p revlib-lab --bin revlib -- bench
+
+# GEMM peak and each strategy's GFLOP/s on 1 and 2 threads (appends to benchmarks/roofline.jsonl,
+# prints the README's roofline table).
+roofline:
+	cargo build --release -p revlib-lab
+	bash benchmarks/roofline.sh
 
 # revlib vs diffrax on the same problem and threads (JSON lines + ratios; benchmarks/side-by-side.jsonl).
 side-by-side: bench-venv
