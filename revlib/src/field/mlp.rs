@@ -10,7 +10,7 @@
 //! ([`crate::nn::DfdxMlp`]) to round-off.
 
 use super::kernels::{add_bias_tanh, gemm, View, ViewMut};
-use super::{batch_size, VectorField};
+use super::{batch_size, with_scratch, VectorField};
 use crate::error::{check_len, Error, Result};
 use std::cell::Cell;
 
@@ -57,6 +57,10 @@ impl MlpConfig {
 pub struct Mlp {
     cfg: MlpConfig,
     theta: Vec<f64>,
+    /// Each layer's weight matrix transposed (in × out, row-major), kept in step with `theta`:
+    /// the forward product x Wᵀ then reads it in the layout its kernel wants, without a copy
+    /// per evaluation.
+    wt: Vec<Vec<f64>>,
 }
 
 impl Mlp {
@@ -79,7 +83,7 @@ impl Mlp {
                 theta.push(rng.uniform_in(-bound, bound));
             }
         }
-        Ok(Self { cfg, theta })
+        Ok(Self::with_theta(cfg, theta))
     }
     /// An MLP with the given flat parameters.
     ///
@@ -87,7 +91,25 @@ impl Mlp {
     /// [`Error::ShapeMismatch`] if `theta.len() != cfg.n_params()`.
     pub fn from_params(cfg: MlpConfig, theta: Vec<f64>) -> Result<Self> {
         check_len("MLP parameters", cfg.n_params(), theta.len())?;
-        Ok(Self { cfg, theta })
+        Ok(Self::with_theta(cfg, theta))
+    }
+    fn with_theta(cfg: MlpConfig, theta: Vec<f64>) -> Self {
+        let mut mlp = Self { cfg, theta, wt: cfg.layer_sizes().iter().map(|&(i, o)| vec![0.0; i * o]).collect() };
+        mlp.transpose_weights();
+        mlp
+    }
+    /// Refresh [`wt`](Mlp::wt) from `theta`.
+    fn transpose_weights(&mut self) {
+        let mut off = 0;
+        for (&(i, o), wt) in self.cfg.layer_sizes().iter().zip(&mut self.wt) {
+            let w = &self.theta[off..off + i * o];
+            for (r, wrow) in w.chunks_exact(i).enumerate() {
+                for (c, v) in wrow.iter().enumerate() {
+                    wt[c * o + r] = *v;
+                }
+            }
+            off += (i + 1) * o;
+        }
     }
     /// The network's shape.
     pub fn config(&self) -> MlpConfig {
@@ -118,7 +140,6 @@ impl Mlp {
         let mut a_off = 0; // offset of this layer's input in `acts`
         let last = sizes.len() - 1;
         for (l, &(i, o)) in sizes.iter().enumerate() {
-            let w = &self.theta[off..off + i * o];
             let b = &self.theta[off + i * o..off + (i + 1) * o];
             off += (i + 1) * o;
             let start = a_off + batch * i;
@@ -126,7 +147,7 @@ impl Mlp {
             let x = &inputs[a_off..];
             let dst: &mut [f64] = if l == last { &mut *out } else { &mut rest[..batch * o] };
             // dst (batch × o) = x (batch × i) · Wᵀ, then the bias (and tanh) added in one pass.
-            gemm(View::rows(x, batch, i), View::rows(w, o, i).t(), 0.0, ViewMut::rows(dst, batch, o));
+            gemm(View::rows(x, batch, i), View::rows(&self.wt[l], i, o), 0.0, ViewMut::rows(dst, batch, o));
             if l == last {
                 for row in dst.chunks_exact_mut(o) {
                     for (v, bj) in row.iter_mut().zip(b) {
@@ -170,7 +191,7 @@ impl Mlp {
     }
 
     /// Backward pass from the output cotangent `a`, given the activations of [`forward`]; the
-    /// layers' cotangents pass through two buffers of this thread's scratch ([`with_scratch`]).
+    /// layers' cotangents pass through two buffers of this thread's scratch ([`with_scratch`](super::with_scratch)).
     fn backward(&self, batch: usize, acts: &[f64], a: &[f64], a_y: &mut [f64], a_theta: &mut [f64]) {
         let sizes = self.cfg.layer_sizes();
         let widest = sizes.iter().map(|&(i, o)| i.max(o)).max().unwrap_or(0);
@@ -228,20 +249,6 @@ thread_local! {
     static WORK: Cell<Vec<f64>> = const { Cell::new(Vec::new()) };
 }
 
-/// Run `f` on the first `len` entries of a thread-local buffer, kept between calls so that an
-/// evaluation allocates and zeroes nothing. The entries hold whatever the last use left: `f`
-/// must write each one before reading it. A nested use of the same buffer on this thread gets
-/// a buffer of its own.
-fn with_scratch<R>(pool: &'static std::thread::LocalKey<Cell<Vec<f64>>>, len: usize, f: impl FnOnce(&mut [f64]) -> R) -> R {
-    let mut buf = pool.take();
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    let r = f(&mut buf[..len]);
-    pool.set(buf);
-    r
-}
-
 /// Batches at least this large are split over two threads, the caller's and a helper (feature
 /// `parallel`), when rayon's global pool has at least two threads: `RAYON_NUM_THREADS=1` gives a
 /// single-threaded run.
@@ -283,6 +290,7 @@ impl VectorField for Mlp {
     fn set_params(&mut self, theta: &[f64]) -> Result<()> {
         check_len("MLP parameters", self.theta.len(), theta.len())?;
         self.theta.copy_from_slice(theta);
+        self.transpose_weights();
         Ok(())
     }
     fn eval(&self, t: f64, y: &[f64], out: &mut [f64]) -> Result<()> {
@@ -335,6 +343,21 @@ impl VectorField for Mlp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn set_params_refreshes_the_transposed_weights() {
+        let cfg = MlpConfig { dim: 3, width: 40, depth: 2, time_input: true };
+        let mut m = Mlp::new(cfg, 1).unwrap();
+        let theta: Vec<f64> = (0..cfg.n_params()).map(|i| ((i * 37 % 101) as f64 / 101.0) - 0.5).collect();
+        m.set_params(&theta).unwrap();
+        let fresh = Mlp::from_params(cfg, theta).unwrap();
+        let y: Vec<f64> = (0..3 * 70).map(|i| (i as f64 * 0.3).sin()).collect();
+        let (mut a, mut b) = (vec![0.0; y.len()], vec![0.0; y.len()]);
+        m.eval(0.4, &y, &mut a).unwrap();
+        fresh.eval(0.4, &y, &mut b).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(m, fresh);
+    }
 
     #[test]
     fn mlp_config_counts_parameters() {

@@ -176,6 +176,21 @@ pub(crate) fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
     }
 }
 
+/// Run `f` on the first `len` entries of a thread-local buffer, kept between calls so that a
+/// hot loop allocates nothing (no per-step heap growth and trimming, whose page faults and
+/// TLB shootdowns cost more than the arithmetic at large batches). The entries hold whatever
+/// the last use left: `f` must write each one before reading it. A nested use of the same
+/// buffer on this thread gets a buffer of its own.
+pub(crate) fn with_scratch<R>(pool: &'static std::thread::LocalKey<std::cell::Cell<Vec<f64>>>, len: usize, f: impl FnOnce(&mut [f64]) -> R) -> R {
+    let mut buf = pool.take();
+    if buf.len() < len {
+        buf.resize(len, 0.0);
+    }
+    let r = f(&mut buf[..len]);
+    pool.set(buf);
+    r
+}
+
 /// A vector field wrapper that counts evaluations and VJPs (used for every solve's cost report).
 pub struct Counted<'a> {
     inner: &'a dyn VectorField,

@@ -12,7 +12,7 @@ mod reversible;
 pub use reversible::{AsyncLeapfrog, Reversible, ReversibleHeun};
 
 use crate::error::Result;
-use crate::field::Term;
+use crate::field::{with_scratch, Term};
 use crate::tableau::ButcherTableau;
 
 /// One step of a solve: the term stepped with, the length $n$ of the state (the first $n$
@@ -203,6 +203,8 @@ pub type RkStages = Vec<Vec<f64>>;
 thread_local! {
     /// This thread's stage buffers for [`ExplicitRk::with_saved`], kept between steps.
     static STAGES: std::cell::Cell<(RkStages, RkStages)> = const { std::cell::Cell::new((Vec::new(), Vec::new())) };
+    /// This thread's working space for a step's stages and their cotangents.
+    static RK_WORK: std::cell::Cell<Vec<f64>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 impl BaseSolver for ExplicitRk {
@@ -222,41 +224,45 @@ impl BaseSolver for ExplicitRk {
         let h = t1 - t0;
         let m = term.vf_len(y.len());
         let stages = if err.is_some() { tab.stages() } else { tab.solution_stages() };
-        let mut ks: Vec<Vec<f64>> = Vec::with_capacity(stages);
         // One saved entry per stage, reusing the vectors of an earlier step (each `vf_save`
         // overwrites its entry).
         if let Some(kp) = saved.as_deref_mut() {
             kp.resize_with(stages, Vec::new);
         }
-        for i in 0..stages {
-            let mut yi = y.to_vec();
-            for (j, &a) in tab.a_row(i).iter().enumerate() {
-                if a != 0.0 {
-                    term.prod_add(a, &ks[j], t0, t1, &mut yi);
+        // The stages k_1..k_s, then the stage state, in this thread's working space.
+        with_scratch(&RK_WORK, stages * m + y.len(), |work| {
+            let (ks, yi) = work.split_at_mut(stages * m);
+            for i in 0..stages {
+                yi.copy_from_slice(y);
+                let (done, rest) = ks.split_at_mut(i * m);
+                for (j, &a) in tab.a_row(i).iter().enumerate() {
+                    if a != 0.0 {
+                        term.prod_add(a, &done[j * m..(j + 1) * m], t0, t1, yi);
+                    }
+                }
+                let k = &mut rest[..m];
+                k.fill(0.0);
+                match saved.as_deref_mut() {
+                    Some(kp) => term.vf_save(t0 + tab.c()[i] * h, yi, k, &mut kp[i])?,
+                    None => term.vf(t0 + tab.c()[i] * h, yi, k)?,
                 }
             }
-            let mut k = vec![0.0; m];
-            match saved.as_deref_mut() {
-                Some(kp) => term.vf_save(t0 + tab.c()[i] * h, &yi, &mut k, &mut kp[i])?,
-                None => term.vf(t0 + tab.c()[i] * h, &yi, &mut k)?,
-            }
-            ks.push(k);
-        }
-        out.copy_from_slice(y);
-        for (bi, k) in tab.b().iter().zip(&ks) {
-            if *bi != 0.0 {
-                term.prod_add(*bi, k, t0, t1, out);
-            }
-        }
-        if let (Some(e), Some(w)) = (err, tab.b_err()) {
-            e.fill(0.0);
-            for (wi, k) in w.iter().zip(&ks) {
-                if *wi != 0.0 {
-                    term.prod_add(*wi, k, t0, t1, e);
+            out.copy_from_slice(y);
+            for (bi, k) in tab.b().iter().zip(ks.chunks_exact(m)) {
+                if *bi != 0.0 {
+                    term.prod_add(*bi, k, t0, t1, out);
                 }
             }
-        }
-        Ok(())
+            if let (Some(e), Some(w)) = (err, tab.b_err()) {
+                e.fill(0.0);
+                for (wi, k) in w.iter().zip(ks.chunks_exact(m)) {
+                    if *wi != 0.0 {
+                        term.prod_add(*wi, k, t0, t1, e);
+                    }
+                }
+            }
+            Ok(())
+        })
     }
     fn advance_vjp(&self, s: Step, stages: &RkStages, out_bar: &[f64], bar: Cotangents) -> Result<()> {
         let (tab, term, (t0, t1)) = (&self.tableau, s.term, (s.t0, s.t1));
@@ -264,28 +270,28 @@ impl BaseSolver for ExplicitRk {
         let m = term.vf_len(n);
         let y_bar = bar.input;
         y_bar.copy_from_slice(out_bar);
-        let mut kbar: Vec<Vec<f64>> = (0..stages.len())
-            .map(|i| {
-                let mut k = vec![0.0; m];
+        // The stages' cotangents, then one stage state's, in this thread's working space.
+        with_scratch(&RK_WORK, stages.len() * m + n, |work| {
+            let (kbar, ybar_i) = work.split_at_mut(stages.len() * m);
+            for (i, k) in kbar.chunks_exact_mut(m).enumerate() {
+                k.fill(0.0);
                 if tab.b()[i] != 0.0 {
-                    term.prod_transpose_add(tab.b()[i], out_bar, t0, t1, &mut k);
-                }
-                k
-            })
-            .collect();
-        let mut ybar_i = vec![0.0; n];
-        for i in (0..stages.len()).rev() {
-            term.vf_vjp_saved(&stages[i], &kbar[i], &mut ybar_i, bar.theta)?;
-            for (a, b) in y_bar.iter_mut().zip(&ybar_i) {
-                *a += b;
-            }
-            for (j, &a) in tab.a_row(i).iter().enumerate() {
-                if a != 0.0 {
-                    term.prod_transpose_add(a, &ybar_i, t0, t1, &mut kbar[j]);
+                    term.prod_transpose_add(tab.b()[i], out_bar, t0, t1, k);
                 }
             }
-        }
-        Ok(())
+            for i in (0..stages.len()).rev() {
+                term.vf_vjp_saved(&stages[i], &kbar[i * m..(i + 1) * m], ybar_i, bar.theta)?;
+                for (a, b) in y_bar.iter_mut().zip(ybar_i.iter()) {
+                    *a += b;
+                }
+                for (j, &a) in tab.a_row(i).iter().enumerate() {
+                    if a != 0.0 {
+                        term.prod_transpose_add(a, ybar_i, t0, t1, &mut kbar[j * m..(j + 1) * m]);
+                    }
+                }
+            }
+            Ok(())
+        })
     }
     fn with_saved<R>(&self, f: impl FnOnce(&mut RkStages, &mut RkStages) -> R) -> R {
         // Taken out for the call: a nested use on this thread gets fresh buffers.
