@@ -96,6 +96,80 @@ pub fn gemm_rate(m: usize, k: usize, n: usize, threads: usize, min_seconds: f64)
     }
 }
 
+/// GFLOP/s of independent fused multiply–adds held in vector registers, on `threads` threads at
+/// once (1 or 2, summed as in [`gemm_rate`]): this CPU's f64 arithmetic limit, which no product
+/// with loads and stores reaches. Uses AVX-512 or AVX2 + FMA when the CPU has them; elsewhere
+/// plain multiplies and adds (two FLOPs each pair, still counted).
+pub fn fma_rate(threads: usize, min_seconds: f64) -> f64 {
+    let one = || {
+        let iters = 1 << 16;
+        let flops = |chains: usize| 2.0 * (chains * FMA_LANES * iters) as f64;
+        let (run, chains): (fn(usize) -> f64, usize) = fma_kernel();
+        run(iters);
+        let start = Instant::now();
+        let mut rates = Vec::new();
+        while rates.len() < 5 || start.elapsed().as_secs_f64() < min_seconds {
+            let t = Instant::now();
+            std::hint::black_box(run(std::hint::black_box(iters)));
+            rates.push(flops(chains) / t.elapsed().as_secs_f64() / 1e9);
+        }
+        rates.sort_by(f64::total_cmp);
+        rates[rates.len() / 2]
+    };
+    if threads >= 2 {
+        std::thread::scope(|scope| {
+            let other = scope.spawn(one);
+            one() + other.join().unwrap_or(f64::NAN)
+        })
+    } else {
+        one()
+    }
+}
+
+/// Lanes per chain in [`fma_rate`]: one AVX-512 register, two AVX2 registers.
+const FMA_LANES: usize = 8;
+
+/// `C` chains of `FMA_LANES` values, each step `v = v a + b`: enough independent chains to
+/// cover the FMA latency on every port.
+#[inline(always)]
+fn fma_chains<const C: usize, const FUSED: bool>(iters: usize) -> f64 {
+    let (a, b) = (std::hint::black_box(0.999_999_9), std::hint::black_box(1e-9));
+    let mut acc = [[1.0f64; FMA_LANES]; C];
+    for _ in 0..iters {
+        for chain in acc.iter_mut() {
+            for v in chain.iter_mut() {
+                *v = if FUSED { v.mul_add(a, b) } else { *v * a + b };
+            }
+        }
+    }
+    acc.iter().flatten().sum()
+}
+
+/// The best [`fma_chains`] for this CPU and its number of chains.
+fn fma_kernel() -> (fn(usize) -> f64, usize) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        #[target_feature(enable = "avx512f,avx2,fma")]
+        fn avx512(iters: usize) -> f64 {
+            fma_chains::<12, true>(iters)
+        }
+        #[target_feature(enable = "avx2,fma")]
+        fn avx2(iters: usize) -> f64 {
+            fma_chains::<6, true>(iters)
+        }
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f") && has!("avx2") && has!("fma") {
+            // SAFETY: the CPU has the features the function is compiled for (detected above).
+            return (|i| unsafe { avx512(i) }, 12);
+        }
+        if has!("avx2") && has!("fma") {
+            // SAFETY: as above.
+            return (|i| unsafe { avx2(i) }, 6);
+        }
+    }
+    (fma_chains::<6, false>, 6)
+}
+
 /// The benchmark field, initial states and solver for a case.
 pub fn problem(case: &Case, seed: u64) -> Result<(Mlp, Vec<f64>, Box<dyn Solver>)> {
     let field = Mlp::new(MlpConfig { dim: DIM, width: WIDTH, depth: 2, time_input: false }, seed)?;

@@ -66,9 +66,10 @@ enum Cmd {
         /// the two (`paired_ratio`, robust on a busy machine); --check always measures it.
         #[arg(long)]
         paired: bool,
-        /// Instead of gradients, measure this machine's GEMM rate (GFLOP/s, f64) on the
-        /// benchmark's matrix shapes and on a large square product, on 1 and 2 threads: the
-        /// ceiling the gradients' GFLOP/s are compared with.
+        /// Instead of gradients, measure this machine's f64 arithmetic limit (independent FMAs
+        /// in registers) and its GEMM rate (GFLOP/s) on the benchmark's matrix shapes and on a
+        /// large square product, on 1 and 2 threads: the ceilings the gradients' GFLOP/s are
+        /// compared with.
         #[arg(long)]
         peak: bool,
     },
@@ -238,8 +239,9 @@ fn run() -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// `revlib bench --peak`: GEMM GFLOP/s on the benchmark MLP's three products at each batch size
-/// (and half of it, what one thread gets when a batch is split), and on 1024³.
+/// `revlib bench --peak`: the arithmetic limit (independent FMAs in registers), then GEMM GFLOP/s
+/// on the benchmark MLP's three products at each batch size (and half of it, what one thread
+/// gets when a batch is split), and on 1024³.
 fn gemm_peak(batches: &[usize], min_seconds: f64, prov: &serde_json::Value) {
     use revlib_lab::bench::{gemm_rate, DIM, WIDTH};
     let mut shapes: Vec<(usize, usize, usize, &str)> = Vec::new();
@@ -250,6 +252,11 @@ fn gemm_peak(batches: &[usize], min_seconds: f64, prov: &serde_json::Value) {
     }
     shapes.push((1024, 1024, 1024, "large square"));
     shapes.dedup();
+    for threads in [1, 2] {
+        let line = serde_json::json!({"kind": "fma", "what": "independent FMAs in registers", "threads": threads,
+            "gflops_per_sec": revlib_lab::bench::fma_rate(threads, min_seconds.min(1.0)), "provenance": prov});
+        println!("{line}");
+    }
     for (m, k, n, what) in shapes {
         for threads in [1, 2] {
             let line = serde_json::json!({"kind": "gemm", "what": what, "m": m, "k": k, "n": n, "threads": threads,
