@@ -176,7 +176,7 @@ pub fn problem(case: &Case, seed: u64) -> Result<(Mlp, Vec<f64>, Box<dyn Solver>
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed + 1);
     let y0: Vec<f64> = (0..2 * case.batch).map(|_| StandardNormal.sample(&mut rng)).collect();
     let solver: Box<dyn Solver> = match case.adjoint {
-        Adjoint::Reversible => Box::new(Reversible::new(ExplicitRk::midpoint(), Reversible::DEFAULT_COUPLING)?),
+        Adjoint::Reversible | Adjoint::ReversibleEvery(_) => Box::new(Reversible::new(ExplicitRk::midpoint(), Reversible::DEFAULT_COUPLING)?),
         _ => Box::new(ExplicitRk::midpoint()),
     };
     Ok((field, y0, solver))
@@ -363,9 +363,20 @@ mod tests {
     }
 
     #[test]
-    fn gemm_rate_is_a_positive_rate() {
+    fn both_reversible_strategies_run_the_reversible_scheme() {
+        for adjoint in [Adjoint::Reversible, Adjoint::ReversibleEvery(3)] {
+            let line = run_case(&Case { adjoint, batch: 4, steps: 10 }, 0, 0.0).expect("a small reversible gradient");
+            assert!(line["solver"].as_str().is_some_and(|s| s.starts_with("ReversibleMidpoint")), "{adjoint:?}: {}", line["solver"]);
+            assert!(line["rel_grad_err"].as_f64().is_some_and(|e| e < 1e-12), "{adjoint:?}: {}", line["rel_grad_err"]);
+        }
+    }
+
+    #[test]
+    fn gemm_and_fma_rates_are_positive_rates() {
         let r = gemm_rate(32, 32, 32, 1, 0.0);
         assert!(r.is_finite() && r > 0.01, "{r}");
+        let f = fma_rate(1, 0.0);
+        assert!(f.is_finite() && f > 0.01, "{f}");
     }
 
     fn line(adjoint: &str, b: usize, n: usize, sec: f64) -> serde_json::Value {
