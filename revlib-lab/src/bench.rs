@@ -58,7 +58,7 @@ pub fn gradient_flops(field_evals: usize, vjps: usize, batch: usize) -> f64 {
 /// product on its own OS thread, so two threads measure the two cores together, as the MLP
 /// splits a batch; the rates are summed).
 pub fn gemm_rate(m: usize, k: usize, n: usize, threads: usize, min_seconds: f64) -> f64 {
-    let one = || {
+    summed_over_threads(threads, || {
         let a: Vec<f64> = (0..m * k).map(|i| ((i % 13) as f64 - 6.0) * 0.01).collect();
         let b: Vec<f64> = (0..k * n).map(|i| ((i % 7) as f64 - 3.0) * 0.01).collect();
         let mut c = vec![0.0; m * n];
@@ -72,28 +72,14 @@ pub fn gemm_rate(m: usize, k: usize, n: usize, threads: usize, min_seconds: f64)
             gemm();
             ((0.05 / t.elapsed().as_secs_f64().max(1e-9)).ceil() as usize).clamp(1, 100_000)
         };
-        let start = Instant::now();
-        let mut rates = Vec::new();
-        while rates.len() < 5 || start.elapsed().as_secs_f64() < min_seconds {
-            let t = Instant::now();
+        let rate = median_rate(min_seconds, 2.0 * (m * k * n * reps) as f64, || {
             for _ in 0..reps {
                 gemm();
             }
-            rates.push(2.0 * (m * k * n * reps) as f64 / t.elapsed().as_secs_f64() / 1e9);
-        }
-        rates.sort_by(f64::total_cmp);
+        });
         std::hint::black_box(&c);
-        rates[rates.len() / 2]
-    };
-    if threads >= 2 {
-        // Two OS threads, so the two products run at once whatever rayon's pool size.
-        std::thread::scope(|scope| {
-            let other = scope.spawn(one);
-            one() + other.join().unwrap_or(f64::NAN)
-        })
-    } else {
-        one()
-    }
+        rate
+    })
 }
 
 /// GFLOP/s of independent fused multiply–adds held in vector registers, on `threads` threads at
@@ -101,29 +87,40 @@ pub fn gemm_rate(m: usize, k: usize, n: usize, threads: usize, min_seconds: f64)
 /// with loads and stores reaches. Uses AVX-512 or AVX2 + FMA when the CPU has them; elsewhere
 /// plain multiplies and adds (two FLOPs each pair, still counted).
 pub fn fma_rate(threads: usize, min_seconds: f64) -> f64 {
-    let one = || {
+    summed_over_threads(threads, || {
         let iters = 1 << 16;
-        let flops = |chains: usize| 2.0 * (chains * FMA_LANES * iters) as f64;
         let (run, chains): (fn(usize) -> f64, usize) = fma_kernel();
         run(iters);
-        let start = Instant::now();
-        let mut rates = Vec::new();
-        while rates.len() < 5 || start.elapsed().as_secs_f64() < min_seconds {
-            let t = Instant::now();
+        median_rate(min_seconds, 2.0 * (chains * FMA_LANES * iters) as f64, || {
             std::hint::black_box(run(std::hint::black_box(iters)));
-            rates.push(flops(chains) / t.elapsed().as_secs_f64() / 1e9);
-        }
-        rates.sort_by(f64::total_cmp);
-        rates[rates.len() / 2]
-    };
-    if threads >= 2 {
-        std::thread::scope(|scope| {
-            let other = scope.spawn(one);
-            one() + other.join().unwrap_or(f64::NAN)
         })
-    } else {
-        one()
+    })
+}
+
+/// `one()` on this thread, or (`threads >= 2`) on this and a second OS thread at once, whatever
+/// rayon's pool size, the two rates summed.
+fn summed_over_threads(threads: usize, one: impl Fn() -> f64 + Sync) -> f64 {
+    if threads < 2 {
+        return one();
     }
+    std::thread::scope(|scope| {
+        let other = scope.spawn(&one);
+        one() + other.join().unwrap_or(f64::NAN)
+    })
+}
+
+/// The median GFLOP/s of `call` (doing `flops` each time) over at least 5 calls and
+/// `min_seconds`.
+fn median_rate(min_seconds: f64, flops: f64, mut call: impl FnMut()) -> f64 {
+    let start = Instant::now();
+    let mut rates = Vec::new();
+    while rates.len() < 5 || start.elapsed().as_secs_f64() < min_seconds {
+        let t = Instant::now();
+        call();
+        rates.push(flops / t.elapsed().as_secs_f64() / 1e9);
+    }
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
 }
 
 /// Lanes per chain in [`fma_rate`]: one AVX-512 register, two AVX2 registers.
