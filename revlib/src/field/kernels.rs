@@ -9,9 +9,9 @@
 //! packing both operands for a GEMM micro-kernel costs more than the product; and, on CPUs with
 //! 32 vector registers (AVX-512), the hidden layers' (B × W)(W × W) products and their
 //! transposes too. Other products, and those on CPUs with 16 registers, go to `matrixmultiply`'s
-//! packed GEMM. They and [`tanh_inplace`]
-//! are compiled three times (baseline x86-64 or other architectures, AVX2 + FMA, AVX-512) and the
-//! copy for the running CPU is chosen at run time.
+//! packed GEMM. The plain kernels and [`tanh_inplace`] are compiled three times (baseline x86-64
+//! or other architectures, AVX2 + FMA, AVX-512) and the copy for the running CPU is chosen at
+//! run time.
 
 use std::borrow::Cow;
 

@@ -183,11 +183,13 @@ impl Mlp {
         let (c1, c2) = a.split_at(b1 * d);
         let (ay1, ay2) = a_y.split_at_mut(b1 * d);
         let (s1, s2) = acts.split_at(self.acts_len(b1));
-        let mut th2 = vec![0.0; a_theta.len()];
-        join(|| self.backward(b1, s1, c1, ay1, a_theta), || self.backward(batch - b1, s2, c2, ay2, &mut th2));
-        for (x, y) in a_theta.iter_mut().zip(&th2) {
-            *x += y;
-        }
+        with_scratch(&THETA_HALF, a_theta.len(), |th2| {
+            th2.fill(0.0);
+            join(|| self.backward(b1, s1, c1, ay1, a_theta), || self.backward(batch - b1, s2, c2, ay2, th2));
+            for (x, y) in a_theta.iter_mut().zip(th2.iter()) {
+                *x += y;
+            }
+        });
     }
 
     /// Backward pass from the output cotangent `a`, given the activations of [`forward`]; the
@@ -247,6 +249,8 @@ thread_local! {
     static ACTS: Cell<Vec<f64>> = const { Cell::new(Vec::new()) };
     /// This thread's buffer for a backward pass's cotangents.
     static WORK: Cell<Vec<f64>> = const { Cell::new(Vec::new()) };
+    /// This thread's buffer for the second half's parameter cotangent in a split backward pass.
+    static THETA_HALF: Cell<Vec<f64>> = const { Cell::new(Vec::new()) };
 }
 
 /// Batches at least this large are split over two threads, the caller's and a helper (feature

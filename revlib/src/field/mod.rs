@@ -176,19 +176,27 @@ pub(crate) fn axpy(alpha: f64, x: &[f64], y: &mut [f64]) {
     }
 }
 
-/// Run `f` on the first `len` entries of a thread-local buffer, kept between calls so that a
-/// hot loop allocates nothing (no per-step heap growth and trimming, whose page faults and
-/// TLB shootdowns cost more than the arithmetic at large batches). The entries hold whatever
-/// the last use left: `f` must write each one before reading it. A nested use of the same
-/// buffer on this thread gets a buffer of its own.
-pub(crate) fn with_scratch<R>(pool: &'static std::thread::LocalKey<std::cell::Cell<Vec<f64>>>, len: usize, f: impl FnOnce(&mut [f64]) -> R) -> R {
-    let mut buf = pool.take();
-    if buf.len() < len {
-        buf.resize(len, 0.0);
-    }
-    let r = f(&mut buf[..len]);
-    pool.set(buf);
+/// Run `f` on a thread-local value taken out of `pool` for the call and put back after it, so
+/// that buffers kept there survive between calls; a nested use on this thread (while the value
+/// is out) gets a fresh default value.
+pub(crate) fn with_taken<T: Default, R>(pool: &'static std::thread::LocalKey<std::cell::Cell<T>>, f: impl FnOnce(&mut T) -> R) -> R {
+    let mut value = pool.take();
+    let r = f(&mut value);
+    pool.set(value);
     r
+}
+
+/// Run `f` on the first `len` entries of a thread-local buffer ([`with_taken`]), kept between
+/// calls so that a hot loop allocates nothing (no per-step heap growth and trimming, whose page
+/// faults and TLB shootdowns cost more than the arithmetic at large batches). The entries hold
+/// whatever the last use left: `f` must write each one before reading it.
+pub(crate) fn with_scratch<R>(pool: &'static std::thread::LocalKey<std::cell::Cell<Vec<f64>>>, len: usize, f: impl FnOnce(&mut [f64]) -> R) -> R {
+    with_taken(pool, |buf| {
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        f(&mut buf[..len])
+    })
 }
 
 /// A vector field wrapper that counts evaluations and VJPs (used for every solve's cost report).

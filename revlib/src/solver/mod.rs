@@ -12,7 +12,7 @@ mod reversible;
 pub use reversible::{AsyncLeapfrog, Reversible, ReversibleHeun};
 
 use crate::error::Result;
-use crate::field::{with_scratch, Term};
+use crate::field::{with_scratch, with_taken, Term};
 use crate::tableau::ButcherTableau;
 
 /// One step of a solve: the term stepped with, the length $n$ of the state (the first $n$
@@ -294,11 +294,7 @@ impl BaseSolver for ExplicitRk {
         })
     }
     fn with_saved<R>(&self, f: impl FnOnce(&mut RkStages, &mut RkStages) -> R) -> R {
-        // Taken out for the call: a nested use on this thread gets fresh buffers.
-        let (mut a, mut b) = STAGES.take();
-        let r = f(&mut a, &mut b);
-        STAGES.set((a, b));
-        r
+        with_taken(&STAGES, |(a, b)| f(a, b))
     }
 }
 
